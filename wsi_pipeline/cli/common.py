@@ -1,0 +1,58 @@
+"""Options and error handling shared by the commands (no heavy imports here: ``--help`` stays instant)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+log = logging.getLogger("wsi_pipeline")
+
+
+def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--config FILE|PRESET`` and repeatable ``--set section.key=value``."""
+    func = click.option(
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="SECTION.KEY=VALUE",
+        help="Override one config value (YAML syntax), e.g. --set synth.width=4096. Repeatable.",
+    )(func)
+    func = click.option(
+        "--config",
+        "config_path",
+        metavar="FILE|PRESET",
+        help="YAML config file, or the name of a preset in configs/ (e.g. synthpap-v1).",
+    )(func)
+    return func
+
+
+def load_cli_config(config_path: str | None, overrides: tuple[str, ...]) -> Any:
+    from wsi_pipeline.config import ConfigError, load_config
+
+    try:
+        return load_config(config_path, overrides)
+    except ConfigError as err:
+        raise click.UsageError(str(err)) from None
+
+
+def fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn expected errors (bad input files, bad values) into a one-line message and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (ValueError, OSError) as err:
+            log.debug("details", exc_info=True)
+            raise click.ClickException(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+
+    return wrapper
+
+
+def progress_enabled() -> bool:
+    ctx = click.get_current_context()
+    return not ctx.find_root().params.get("quiet", False)

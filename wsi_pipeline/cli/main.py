@@ -1,0 +1,48 @@
+"""``wsi-pipeline``: the command group. Commands are imported lazily so ``--help`` is instant."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import click
+
+from wsi_pipeline import __version__
+
+# command name -> (module, function, one-line help shown by --help without importing the module)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "synth": ("wsi_pipeline.cli.synth", "synth", "Generate synthetic Pap-smear slides with ground truth."),
+    "demo": ("wsi_pipeline.cli.demo", "demo", "Run the pipeline on a small embedded default dataset."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, help_) for name, (_, _, help_) in COMMANDS.items()])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="wsi-pipeline")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info details, -vv debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
+def cli(verbose: int, quiet: bool) -> None:
+    """Whole-slide cervical cytology screening: synthetic data, tiling, detection, QuPath output."""
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    if not verbose:
+        for noisy in ("PIL", "tifffile", "distributed", "numcodecs"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main() -> None:
+    cli(prog_name="wsi-pipeline")

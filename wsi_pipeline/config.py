@@ -1,0 +1,303 @@
+"""Typed, frozen configuration: one dataclass per stage, defaults defined once, YAML presets.
+
+* Each stage owns a frozen dataclass (``SynthConfig`` ...); :class:`PipelineConfig` has one field per
+  stage, so YAML files and overrides address values as ``section.key`` (``synth.width``).
+* The dataclass defaults are the only defaults. A YAML preset in ``configs/`` lists only what it changes.
+* :func:`load_config` reads an optional YAML file, applies ``section.key=value`` overrides (values parsed
+  as YAML scalars/lists) and validates everything with pydantic: an unknown key or a wrong type is a
+  :class:`ConfigError` whose one-line message names the key.
+* :func:`save_config` writes the resolved config next to every output; :func:`config_to_dict` is what
+  checkpoints embed, and :func:`config_from_dict` rebuilds it.
+
+Classes stay usable without YAML: ``SynthConfig(width=2048)`` validates the same way.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import field, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import ConfigDict, TypeAdapter, ValidationError, field_validator
+from pydantic.dataclasses import dataclass
+
+from wsi_pipeline.io import write_text_atomic
+from wsi_pipeline.taxonomy import CLASS_CODES
+
+_STRICT = ConfigDict(extra="forbid")
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration problem; ``str(err)`` is one line naming the file or key."""
+
+
+@dataclass(frozen=True, config=_STRICT)
+class PatchExportConfig:
+    """Labeled 1200 x 1200 patches cut around lesions, written as COCO (``synth --export-patches``)."""
+
+    patch_size: int = 1200
+    negatives_per_slide: int = 4  # lesion-free patches sampled per labeled slide
+    min_visible: float = 0.5  # a box cut by the patch edge is kept when this fraction of it is inside
+    jitter: float = 0.6  # random offset of the lesion from the patch centre, fraction of half the free room
+    image_format: Literal["jpg", "png"] = "jpg"
+    jpeg_quality: int = 95
+
+    @field_validator("patch_size", "negatives_per_slide")
+    @classmethod
+    def _non_negative(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be >= 0")
+        return v
+
+    @field_validator("min_visible", "jitter")
+    @classmethod
+    def _unit_interval(cls, v: float) -> float:
+        if not 0.0 <= v <= 1.0:
+            raise ValueError("must be in [0, 1]")
+        return v
+
+
+@dataclass(frozen=True, config=_STRICT)
+class SynthConfig:
+    """Synthetic liquid-based Pap-smear slides ("synthpap"); see ``docs/datasets.md``."""
+
+    dataset: str = "synthpap-custom"  # name written into manifests
+    seed: int = 0
+    labeled_slides: int = 1  # slides with exported ground truth, split train/val/test by slide
+    unlabeled_slides: int = 0  # slides of other "patients" for the unlabeled pool
+    split: tuple[float, float, float] = (0.7, 0.1, 0.2)  # train/val/test fractions of labeled slides
+    width: int = 20000  # level-0 pixels
+    height: int = 20000
+    mpp: float = 0.25  # microns per level-0 pixel
+    tile_size: int = 256  # TIFF tile edge (pixels)
+    jpeg_quality: int = 85
+    cells_per_mm2: float = 160.0  # mean squamous cellularity; varies per slide
+    negative_slide_fraction: float = 0.35  # slides without any lesion cell
+    lesions_per_mm2: float = 1.0  # mean lesion density on a positive slide; varies per slide
+    min_lesions: int = 1  # at least this many lesions on a positive slide
+    class_weights: dict[str, float] = field(
+        default_factory=lambda: {"ASC-US": 0.42, "LSIL": 0.3, "HSIL": 0.18, "AGC": 0.1}
+    )
+    mimics: float = 1.0  # multiplier on hard mimics: parabasal, metaplastic, degenerated, endocervical
+    inflammation: float = 1.0  # multiplier on neutrophils and lymphocytes
+    debris: float = 1.0  # multiplier on debris, mucus and bacteria-like specks
+    focus_sigma: tuple[float, float] = (0.3, 1.4)  # per-slide range of defocus blur sigma (level-0 px)
+    quicklook_size: int = 2048  # longest side of the quick-look PNG
+    export: PatchExportConfig = field(default_factory=PatchExportConfig)
+
+    @field_validator("width", "height", "tile_size", "quicklook_size")
+    @classmethod
+    def _positive_int(cls, v: int) -> int:
+        if v <= 0:
+            raise ValueError("must be > 0")
+        return v
+
+    @field_validator("tile_size")
+    @classmethod
+    def _tile_multiple_of_16(cls, v: int) -> int:
+        if v % 16:
+            raise ValueError("TIFF tiles must be a multiple of 16")
+        return v
+
+    @field_validator("labeled_slides", "unlabeled_slides", "min_lesions")
+    @classmethod
+    def _count(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be >= 0")
+        return v
+
+    @field_validator("mpp", "cells_per_mm2", "lesions_per_mm2", "mimics", "inflammation", "debris")
+    @classmethod
+    def _non_negative_float(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError("must be >= 0")
+        return v
+
+    @field_validator("jpeg_quality")
+    @classmethod
+    def _quality(cls, v: int) -> int:
+        if not 1 <= v <= 100:
+            raise ValueError("must be in 1..100")
+        return v
+
+    @field_validator("negative_slide_fraction")
+    @classmethod
+    def _fraction(cls, v: float) -> float:
+        if not 0.0 <= v <= 1.0:
+            raise ValueError("must be in [0, 1]")
+        return v
+
+    @field_validator("split")
+    @classmethod
+    def _split(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(v) < 0 or abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError("train/val/test fractions must be >= 0 and sum to 1")
+        return v
+
+    @field_validator("focus_sigma")
+    @classmethod
+    def _range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= v[0] <= v[1]:
+            raise ValueError("need 0 <= low <= high")
+        return v
+
+    @field_validator("class_weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(CLASS_CODES))
+        if unknown:
+            raise ValueError(f"unknown class {unknown[0]!r}; expected {', '.join(CLASS_CODES)}")
+        if any(w < 0 for w in v.values()) or sum(v.values()) <= 0:
+            raise ValueError("weights must be >= 0 with a positive sum")
+        return v
+
+
+@dataclass(frozen=True, config=_STRICT)
+class PipelineConfig:
+    """All stages' settings; each field is one YAML section."""
+
+    synth: SynthConfig = field(default_factory=SynthConfig)
+
+
+# --------------------------------------------------------------------------------------------------
+# loading, overriding, saving
+
+
+def _project_config_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "configs"
+
+
+def available_presets() -> list[str]:
+    folder = _project_config_dir()
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def resolve_config_path(value: str | os.PathLike[str]) -> Path:
+    """A YAML path as given, or a preset name looked up in the project's ``configs/`` folder."""
+    path = Path(value)
+    if path.is_file():
+        return path
+    if path.suffix == "" and len(path.parts) == 1:
+        preset = _project_config_dir() / f"{path.name}.yaml"
+        if preset.is_file():
+            return preset
+        raise ConfigError(
+            f"{value}: no such config file or preset (presets: {', '.join(available_presets())})"
+        )
+    raise ConfigError(f"{value}: config file not found")
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} invalid YAML: {getattr(err, 'problem', err)}") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config: {err.strerror}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with ``a.b.c=value`` overrides applied (values parsed as YAML)."""
+    result = _deep_copy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = result
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: {'.'.join(parts[: i + 1])} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
+
+
+def _format_validation_error(err: ValidationError, source: str, cls: type) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    if first["type"] in {"unexpected_keyword_argument", "extra_forbidden"}:
+        # resolve nested field types from the annotations pydantic already evaluated
+        suggestion = difflib.get_close_matches(loc, _all_keys(cls), n=1)
+        hint = f" (did you mean {suggestion[0]!r}?)" if suggestion else ""
+        return f"{source}: unknown key {loc!r}{hint}{more}"
+    got = first.get("input")
+    shown = repr(got) if not isinstance(got, dict) else "a mapping"
+    msg = first["msg"].removeprefix("Value error, ").rstrip(".")
+    return f"{source}: {loc}: {msg} (got {shown}){more}"
+
+
+def _all_keys(cls: type) -> list[str]:
+    keys: list[str] = []
+    hints = getattr(cls, "__pydantic_fields__", {})
+    for name, info in hints.items():
+        keys.append(name)
+        sub = info.annotation
+        if isinstance(sub, type) and is_dataclass(sub):
+            keys.extend(f"{name}.{k}" for k in _all_keys(sub))
+    return keys
+
+
+def config_from_dict(data: Mapping[str, Any], cls: type[T] = PipelineConfig, source: str = "config") -> T:  # type: ignore[assignment]
+    """Validate a plain mapping into the frozen dataclass ``cls``; :class:`ConfigError` on any problem."""
+    try:
+        return TypeAdapter(cls).validate_python(dict(data))
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source, cls)) from None
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """JSON/YAML-ready plain dict of a config dataclass (tuples become lists)."""
+    return TypeAdapter(type(config)).dump_python(config, mode="json")
+
+
+def load_config(path: str | os.PathLike[str] | None = None, overrides: Sequence[str] = ()) -> PipelineConfig:
+    """Defaults <- YAML file (path or preset name) <- ``section.key=value`` overrides, validated."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        resolved = resolve_config_path(path)
+        data = read_yaml_mapping(resolved)
+        source = str(resolved)
+    if overrides:
+        data = apply_overrides(data, overrides)
+        source = f"{source} + --set" if path is not None else "--set"
+    return config_from_dict(data, PipelineConfig, source)
+
+
+def save_config(config: Any, folder: str | os.PathLike[str], name: str = "config.yaml") -> Path:
+    """Write the resolved config (every value, defaults included) atomically into ``folder``."""
+    from wsi_pipeline import __version__
+
+    target = Path(folder) / name
+    header = f"# resolved wsi-pipeline {__version__} configuration; reload with --config {name}\n"
+    text = yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True)
+    write_text_atomic(target, header + text)
+    return target

@@ -1,0 +1,1 @@
+"""Reading slides (level-0 coordinates, explicit resolution)."""
