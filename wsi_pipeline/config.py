@@ -186,9 +186,7 @@ def resolve_config_path(value: str | os.PathLike[str]) -> Path:
         preset = _project_config_dir() / f"{path.name}.yaml"
         if preset.is_file():
             return preset
-        raise ConfigError(
-            f"{value}: no such config file or preset (presets: {', '.join(available_presets())})"
-        )
+        raise ConfigError(f"{value}: no such config file or preset (presets: {', '.join(available_presets())})")
     raise ConfigError(f"{value}: config file not found")
 
 

@@ -126,9 +126,7 @@ def normalize_label(name: str) -> str:
     return re.sub(r"[^0-9a-z/]+", "", name.lower())
 
 
-_ALIAS_INDEX: dict[str, str] = {
-    normalize_label(alias): code for code, aliases in _ALIASES.items() for alias in aliases
-}
+_ALIAS_INDEX: dict[str, str] = {normalize_label(alias): code for code, aliases in _ALIASES.items() for alias in aliases}
 _OTHER_INDEX: frozenset[str] = frozenset(normalize_label(n) for n in _KNOWN_OTHER)
 
 
@@ -187,7 +185,4 @@ class LabelTally:
         def fmt(counter: Counter[str]) -> str:
             return ", ".join(f"{k}={v}" for k, v in sorted(counter.items())) or "none"
 
-        return (
-            f"mapped {fmt(self.mapped)}; not detector classes: {fmt(self.other)}; "
-            f"unknown: {fmt(self.unknown)}"
-        )
+        return f"mapped {fmt(self.mapped)}; not detector classes: {fmt(self.other)}; unknown: {fmt(self.unknown)}"

@@ -10,9 +10,7 @@ from wsi_pipeline.cli.common import fail_cleanly, load_cli_config, log
 
 
 @click.command("demo")
-@click.option(
-    "--out", default="demo-out", show_default=True, type=click.Path(file_okay=False, path_type=Path)
-)
+@click.option("--out", default="demo-out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--workers", type=int, default=0, show_default=True, help="Parallel slides (0 = all cores).")
 @fail_cleanly
 def demo(out: Path, workers: int) -> None:

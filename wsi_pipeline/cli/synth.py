@@ -10,18 +10,12 @@ from wsi_pipeline.cli.common import config_options, fail_cleanly, load_cli_confi
 
 
 @click.command("synth")
-@click.option(
-    "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder."
-)
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @config_options
-@click.option(
-    "--export-patches", is_flag=True, help="Also cut labeled 1200x1200 patches and write COCO per split."
-)
+@click.option("--export-patches", is_flag=True, help="Also cut labeled 1200x1200 patches and write COCO per split.")
 @click.option("--workers", type=int, default=0, show_default=True, help="Parallel slides (0 = all cores).")
 @fail_cleanly
-def synth(
-    out: Path, config_path: str | None, overrides: tuple[str, ...], export_patches: bool, workers: int
-) -> None:
+def synth(out: Path, config_path: str | None, overrides: tuple[str, ...], export_patches: bool, workers: int) -> None:
     """Generate synthetic liquid-based Pap-smear slides (pyramidal JPEG TIFF) with QuPath ground truth.
 
     \b
@@ -36,9 +30,7 @@ def synth(
 def run_synth(config: object, out: Path, *, workers: int, export_patches: bool) -> None:
     from wsi_pipeline.synth.dataset import generate_dataset
 
-    result = generate_dataset(
-        config, out, workers=workers, export_patches=export_patches, progress=progress_enabled()
-    )  # type: ignore[arg-type]
+    result = generate_dataset(config, out, workers=workers, export_patches=export_patches, progress=progress_enabled())  # type: ignore[arg-type]
     lesions = sum(m["n_lesions"] for m in result.manifests)
     log.info(
         "%d slide(s), %d lesion(s) in %s (manifest.json, slides/*.quicklook.png)",

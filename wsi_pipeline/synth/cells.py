@@ -55,9 +55,7 @@ class Cell:
         parts += [n.outline for n in self.nuclei]
         parts += list(self.strands) + list(self.granules) + list(self.wrinkles)
         pts = np.concatenate(parts, axis=0)
-        pad = max(
-            self.granule_radius if self.granules else 0.0, self.strand_width / 2 if self.strands else 0.0
-        )
+        pad = max(self.granule_radius if self.granules else 0.0, self.strand_width / 2 if self.strands else 0.0)
         return (
             float(pts[:, 0].min() - pad),
             float(pts[:, 1].min() - pad),
@@ -108,9 +106,7 @@ def render_cell(cell: Cell, hematoxylin: np.ndarray) -> Sprite:
     return Sprite(x0, y0, od)
 
 
-def _cytoplasm(
-    cell: Cell, shape: tuple[int, int], origin: tuple[float, float], rng: np.random.Generator
-) -> np.ndarray:
+def _cytoplasm(cell: Cell, shape: tuple[int, int], origin: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
     """Thickness map ``(h, w)`` of the cytoplasm: body, texture, border, folds, creases, halo."""
     assert cell.outline is not None
     mask = fill_mask(shape, [cell.outline], origin)
@@ -145,9 +141,7 @@ def _cytoplasm(
     return thick
 
 
-def _nucleus(
-    n: Nucleus, shape: tuple[int, int], origin: tuple[float, float], rng: np.random.Generator
-) -> np.ndarray:
+def _nucleus(n: Nucleus, shape: tuple[int, int], origin: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
     """Nuclear OD density map ``(h, w)``: body with chromatin texture and a membrane accent."""
     mask = fill_mask(shape, [n.outline], origin)
     chromatin = 1.0 + n.texture * smooth_noise(rng, shape, n.grain)

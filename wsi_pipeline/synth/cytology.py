@@ -130,9 +130,7 @@ def _squamous(
     nuc = nuclei(_offset(c, r, rng, 0.3), r)
     halo_poly, clear, rim, soft = halo(nuc, r) if halo else (None, 0.0, 0.0, 0.8)
     folds = tuple(_fold(rng, c, r) for _ in range(int(rng.uniform() < 0.25) + int(rng.uniform() < 0.06)))
-    wrinkles = tuple(
-        _wrinkle(rng, c, r) for _ in range(int(rng.integers(0, 3)) if rng.uniform() < 0.4 else 0)
-    )
+    wrinkles = tuple(_wrinkle(rng, c, r) for _ in range(int(rng.integers(0, 3)) if rng.uniform() < 0.4 else 0))
     return Cell(
         kind=kind,
         cyto_od=cyto,
@@ -159,9 +157,7 @@ def superficial(rng: np.random.Generator, c: Point, s: SlideStyle, blur: float) 
     def nuclei(p: Point, r: float) -> tuple[Nucleus, ...]:
         return (_nucleus(rng, p, s.um(rng.uniform(2.2, 3.0)), density=2.3, texture=0.08, grain=1.0, rim=0.1),)
 
-    cell = _squamous(
-        rng, c, s, blur, kind="superficial", diameter_um=(45, 60), eosinophilic=0.85, nuclei=nuclei
-    )
+    cell = _squamous(rng, c, s, blur, kind="superficial", diameter_um=(45, 60), eosinophilic=0.85, nuclei=nuclei)
     if rng.uniform() < 0.5:  # keratohyaline granules
         r = s.um(20)
         cell = _with_granules(cell, _scatter(rng, c, r, int(rng.integers(3, 15))), s.um(0.35), 1.2)
@@ -171,25 +167,15 @@ def superficial(rng: np.random.Generator, c: Point, s: SlideStyle, blur: float) 
 def intermediate(rng: np.random.Generator, c: Point, s: SlideStyle, blur: float) -> list[Cell]:
     def nuclei(p: Point, r: float) -> tuple[Nucleus, ...]:
         radius = s.um(INTERMEDIATE_NUCLEUS_UM * rng.uniform(0.88, 1.12))
-        return (
-            _nucleus(
-                rng, p, radius, density=1.0, texture=0.3, grain=s.um(0.45), elongation=rng.uniform(1, 1.35)
-            ),
-        )
+        return (_nucleus(rng, p, radius, density=1.0, texture=0.3, grain=s.um(0.45), elongation=rng.uniform(1, 1.35)),)
 
-    return [
-        _squamous(
-            rng, c, s, blur, kind="intermediate", diameter_um=(35, 52), eosinophilic=0.12, nuclei=nuclei
-        )
-    ]
+    return [_squamous(rng, c, s, blur, kind="intermediate", diameter_um=(35, 52), eosinophilic=0.12, nuclei=nuclei)]
 
 
 def parabasal(rng: np.random.Generator, c: Point, s: SlideStyle, blur: float) -> list[Cell]:
     """Round immature cell with dense cytoplasm: a classic HSIL mimic, but with pale fine chromatin."""
     r = s.um(rng.uniform(15, 26)) / 2
-    outline = smooth_outline(
-        rng, c, r, elongation=rng.uniform(1, 1.35), angle=rng.uniform(0, np.pi), irregularity=0.06
-    )
+    outline = smooth_outline(rng, c, r, elongation=rng.uniform(1, 1.35), angle=rng.uniform(0, np.pi), irregularity=0.06)
     nuc = _nucleus(
         rng,
         _offset(c, r, rng, 0.2),
@@ -199,11 +185,7 @@ def parabasal(rng: np.random.Generator, c: Point, s: SlideStyle, blur: float) ->
         grain=s.um(0.45),
         elongation=rng.uniform(1, 1.25),
     )
-    return [
-        Cell(
-            "parabasal", s.cyan, outline, rng.uniform(1.2, 1.6), 0.15, 0.5, (nuc,), blur=blur, seed=_seed(rng)
-        )
-    ]
+    return [Cell("parabasal", s.cyan, outline, rng.uniform(1.2, 1.6), 0.15, 0.5, (nuc,), blur=blur, seed=_seed(rng))]
 
 
 def metaplastic(rng: np.random.Generator, c: Point, s: SlideStyle, blur: float) -> list[Cell]:
@@ -249,9 +231,7 @@ def degenerated(rng: np.random.Generator, c: Point, s: SlideStyle, blur: float) 
 
     def nuclei(p: Point, r: float) -> tuple[Nucleus, ...]:
         radius = s.um(INTERMEDIATE_NUCLEUS_UM * rng.uniform(1.0, 1.3))
-        return (
-            _nucleus(rng, p, radius, density=0.65, texture=0.08, grain=s.um(1.0), irregularity=0.08, rim=0.0),
-        )
+        return (_nucleus(rng, p, radius, density=0.65, texture=0.08, grain=s.um(1.0), irregularity=0.08, rim=0.0),)
 
     def halo(nuc: tuple[Nucleus, ...], r: float) -> tuple[np.ndarray, float, float, float]:
         cx, cy = nuc[0].outline.mean(axis=0)
@@ -383,9 +363,7 @@ def _honeycomb(
         px -= side * spacing / 2
         py -= side * spacing * 0.43
         cx, cy = c[0] + px * ca - py * sa, c[1] + px * sa + py * ca
-        outline = star_polygon(
-            rng, (cx, cy), spacing * 0.6, 6, irregularity=0.06, angle=angle, angular_jitter=0.08
-        )
+        outline = star_polygon(rng, (cx, cy), spacing * 0.6, 6, irregularity=0.06, angle=angle, angular_jitter=0.08)
         ncen = (cx + rng.normal(0, disorder * spacing * 0.3), cy + rng.normal(0, disorder * spacing * 0.3))
         nuc = _nucleus(
             rng,
@@ -415,13 +393,9 @@ def _honeycomb(
 
 def endocervical(rng: np.random.Generator, c: Point, s: SlideStyle, blur: float) -> list[Cell]:
     """Normal endocervical group: a picket-fence strip or an orderly honeycomb sheet (AGC mimic)."""
-    common = dict(
-        kind="endocervical", nucleus_um=ENDOCERVICAL_NUCLEUS_UM, density=1.0, texture=0.25, irregularity=0.03
-    )
+    common = dict(kind="endocervical", nucleus_um=ENDOCERVICAL_NUCLEUS_UM, density=1.0, texture=0.25, irregularity=0.03)
     if rng.uniform() < 0.5:
-        return _glandular_cells(
-            rng, c, s, blur, n_cells=int(rng.integers(5, 14)), crowding=1.0, polarity=1.0, **common
-        )
+        return _glandular_cells(rng, c, s, blur, n_cells=int(rng.integers(5, 14)), crowding=1.0, polarity=1.0, **common)
     return _honeycomb(
         rng,
         c,
@@ -469,9 +443,7 @@ def neutrophil(rng: np.random.Generator, c: Point, s: SlideStyle, blur: float) -
 def lymphocyte(rng: np.random.Generator, c: Point, s: SlideStyle, blur: float) -> list[Cell]:
     r = s.um(rng.uniform(7, 9)) / 2
     outline = smooth_outline(rng, c, r, irregularity=0.04)
-    nuc = _nucleus(
-        rng, _offset(c, r, rng, 0.15), r * rng.uniform(0.75, 0.88), density=1.9, texture=0.2, grain=1.5
-    )
+    nuc = _nucleus(rng, _offset(c, r, rng, 0.15), r * rng.uniform(0.75, 0.88), density=1.9, texture=0.2, grain=1.5)
     return [Cell("lymphocyte", s.cyan, outline, 0.6, 0.1, 0.2, (nuc,), blur=blur, seed=_seed(rng))]
 
 
@@ -614,9 +586,7 @@ def lsil(rng: np.random.Generator, c: Point, s: SlideStyle, blur: float) -> list
 
 def _hsil_cell(rng: np.random.Generator, c: Point, s: SlideStyle, blur: float) -> Cell:
     r = s.um(rng.uniform(12, 21)) / 2
-    outline = smooth_outline(
-        rng, c, r, elongation=rng.uniform(1, 1.5), angle=rng.uniform(0, np.pi), irregularity=0.12
-    )
+    outline = smooth_outline(rng, c, r, elongation=rng.uniform(1, 1.5), angle=rng.uniform(0, np.pi), irregularity=0.12)
     nuc = _nucleus(
         rng,
         _offset(c, r, rng, 0.1),
@@ -637,17 +607,12 @@ def hsil(rng: np.random.Generator, c: Point, s: SlideStyle, blur: float) -> list
         return [_hsil_cell(rng, c, s, blur)]
     n = int(rng.integers(3, 8))
     spread = s.um(9)
-    return [
-        _hsil_cell(rng, (c[0] + rng.normal(0, spread), c[1] + rng.normal(0, spread)), s, blur)
-        for _ in range(n)
-    ]
+    return [_hsil_cell(rng, (c[0] + rng.normal(0, spread), c[1] + rng.normal(0, spread)), s, blur) for _ in range(n)]
 
 
 def agc(rng: np.random.Generator, c: Point, s: SlideStyle, blur: float) -> list[Cell]:
     """AGC: crowded strip or sheet of glandular cells, enlarged overlapping hyperchromatic nuclei."""
-    common = dict(
-        kind="AGC", density=rng.uniform(1.2, 1.45), texture=0.4, irregularity=rng.uniform(0.06, 0.12)
-    )
+    common = dict(kind="AGC", density=rng.uniform(1.2, 1.45), texture=0.4, irregularity=rng.uniform(0.06, 0.12))
     nucleus_um = ENDOCERVICAL_NUCLEUS_UM * math.sqrt(rng.uniform(2.0, 3.0))
     if rng.uniform() < 0.6:
         return _glandular_cells(

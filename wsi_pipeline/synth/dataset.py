@@ -70,8 +70,7 @@ def plan_slides(cfg: SynthConfig) -> list[SlidePlan]:
     order = np.random.default_rng([cfg.seed, 0]).permutation(n)
     plans = [SlidePlan(f"L{i + 1:04d}", roles[int(order[i])], _ROLE_STREAM["labeled"], i) for i in range(n)]
     plans += [
-        SlidePlan(f"U{i + 1:04d}", "unlabeled", _ROLE_STREAM["unlabeled"], i)
-        for i in range(cfg.unlabeled_slides)
+        SlidePlan(f"U{i + 1:04d}", "unlabeled", _ROLE_STREAM["unlabeled"], i) for i in range(cfg.unlabeled_slides)
     ]
     return plans
 
@@ -99,9 +98,7 @@ def scene_annotations(scene: Scene) -> list[Annotation]:
 def _params_hash(cfg: SynthConfig, plan: SlidePlan) -> str:
     params = config_to_dict(cfg)
     params.pop("export")
-    payload = json.dumps(
-        {"cfg": params, "plan": asdict(plan), "generator": GENERATOR_VERSION}, sort_keys=True
-    )
+    payload = json.dumps({"cfg": params, "plan": asdict(plan), "generator": GENERATOR_VERSION}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -142,9 +139,7 @@ def generate_slide(
     else:
         style, scene, positive = make_slide(cfg, plan)
         renderer = BandRenderer(scene, style)
-        description = (
-            f"wsi-pipeline synthpap slide {plan.slide_id}; generator v{GENERATOR_VERSION}; mpp={cfg.mpp}"
-        )
+        description = f"wsi-pipeline synthpap slide {plan.slide_id}; generator v{GENERATOR_VERSION}; mpp={cfg.mpp}"
         levels = write_pyramidal_tiff(
             tiff,
             cfg.width,
@@ -202,9 +197,7 @@ def generate_slide(
             and all((out / "patches" / plan.role / p["file_name"]).is_file() for p in patches["images"])
         )
         if not current:
-            manifest["patches"] = export_slide_patches(
-                cfg, plan, tiff, folder / f"{plan.slide_id}.geojson", out
-            )
+            manifest["patches"] = export_slide_patches(cfg, plan, tiff, folder / f"{plan.slide_id}.geojson", out)
     write_json_atomic(manifest_path, manifest)
     return manifest
 
@@ -224,10 +217,7 @@ def export_slide_patches(
     annotations = read_geojson(geojson_path)
     boxes = [a.box for a in annotations]
     rng = np.random.default_rng([cfg.seed, plan.stream, plan.index, 99])
-    windows = [
-        (w, "lesion")
-        for w in plan_lesion_windows(boxes, cfg.width, cfg.height, ex.patch_size, rng, ex.jitter)
-    ]
+    windows = [(w, "lesion") for w in plan_lesion_windows(boxes, cfg.width, cfg.height, ex.patch_size, rng, ex.jitter)]
     with TiffPyramid(tiff) as slide:
         for _ in range(ex.negatives_per_slide):
             for _attempt in range(20):
@@ -257,10 +247,7 @@ def export_slide_patches(
                     "x0": x0,
                     "y0": y0,
                     "kind": kind,
-                    "labels": [
-                        {"box": list(lab.box.xyxy), "label": lab.label, "ignore": lab.ignore}
-                        for lab in labels
-                    ],
+                    "labels": [{"box": list(lab.box.xyxy), "label": lab.label, "ignore": lab.ignore} for lab in labels],
                 }
             )
     return {"export_hash": _export_hash(cfg), "images": records}
@@ -308,9 +295,7 @@ def generate_dataset(
         with tqdm(total=total_rows, unit="row", desc="synth", disable=not progress, unit_scale=True) as bar:
             for plan in plans:
                 try:
-                    manifests[plan.slide_id] = generate_slide(
-                        cfg, plan, out, export_patches, on_rows=bar.update
-                    )
+                    manifests[plan.slide_id] = generate_slide(cfg, plan, out, export_patches, on_rows=bar.update)
                 except Exception as err:  # one bad slide must not stop the batch
                     fail(plan, err)
                 bar.n = (plans.index(plan) + 1) * cfg.height

@@ -40,9 +40,7 @@ def draw_quicklook(thumbnail: np.ndarray, scale: float, annotations: list[Annota
     return img
 
 
-def write_quicklook(
-    slide_path: str | Path, annotations: list[Annotation], out_path: str | Path, size: int
-) -> None:
+def write_quicklook(slide_path: str | Path, annotations: list[Annotation], out_path: str | Path, size: int) -> None:
     """Thumbnail (longest side ``size``) from the slide's best pyramid level, boxes drawn, PNG."""
     with TiffPyramid(slide_path) as slide:
         level = slide.best_level_for_size(size)

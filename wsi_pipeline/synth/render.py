@@ -73,7 +73,5 @@ def _add_sprite(od: np.ndarray, sprite: Sprite, y0: int, width: int) -> None:
 def render_region(scene: Scene, style: SlideStyle, band_height: int = 256) -> np.ndarray:
     """The whole scene as one RGB array ``(height, width, 3)`` (small slides, tests, previews)."""
     renderer = BandRenderer(scene, style)
-    bands = [
-        renderer.band(y, min(y + band_height, scene.height)) for y in range(0, scene.height, band_height)
-    ]
+    bands = [renderer.band(y, min(y + band_height, scene.height)) for y in range(0, scene.height, band_height)]
     return np.concatenate(bands, axis=0)

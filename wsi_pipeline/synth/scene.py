@@ -116,22 +116,13 @@ def _place_lesions(
     n = max(cfg.min_lesions, rng.poisson(cfg.lesions_per_mm2 * area_mm2 * math.exp(rng.normal(0, 0.5))))
     placed: list[tuple[Box, str, list[Cell]]] = []
     for _ in range(n):
-        label = (
-            dominant
-            if rng.uniform() < _DOMINANT_SHARE
-            else CLASS_CODES[rng.choice(len(CLASS_CODES), p=weights)]
-        )
+        label = dominant if rng.uniform() < _DOMINANT_SHARE else CLASS_CODES[rng.choice(len(CLASS_CODES), p=weights)]
         for _attempt in range(40):
             center = (rng.uniform(0, width), rng.uniform(0, height))
             cells = LESION_FACTORIES[label](rng, center, style, _blur(style, center))
             box = cell_box(cells)
             margin = 3 * max(c.blur for c in cells) + 2
-            inside = (
-                box.x0 >= margin
-                and box.y0 >= margin
-                and box.x1 <= width - margin
-                and box.y1 <= height - margin
-            )
+            inside = box.x0 >= margin and box.y0 >= margin and box.x1 <= width - margin and box.y1 <= height - margin
             if inside and not any(_near(box, other, style.um(5)) for other, _, _ in placed):
                 placed.append((box, label, cells))
                 break

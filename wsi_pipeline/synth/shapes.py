@@ -5,7 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-_SUBPIXEL_BITS = 4  # cv2 fixed-point precision for anti-aliased polygons
+_SUBPIXEL_BITS = 4  # cv2 fixed-point precision for polygon vertices
+_SUPERSAMPLE = 4  # polygon coverage is computed on a 4x finer grid
 
 
 def star_polygon(
@@ -72,15 +73,16 @@ def polygon_bounds(points: np.ndarray) -> tuple[float, float, float, float]:
 
 
 def fill_mask(shape: tuple[int, int], polygons: list[np.ndarray], origin: tuple[float, float]) -> np.ndarray:
-    """Anti-aliased coverage ``(h, w)`` float32 in [0, 1] of ``polygons`` drawn in a canvas whose pixel
-    ``(0, 0)`` sits at ``origin`` of the polygon frame."""
-    canvas = np.zeros(shape, np.uint8)
-    scale = 1 << _SUBPIXEL_BITS
-    pts = [
-        np.round((p - np.asarray(origin) - 0.5) * scale).astype(np.int32).reshape(-1, 1, 2) for p in polygons
-    ]
-    cv2.fillPoly(canvas, pts, 255, lineType=cv2.LINE_AA, shift=_SUBPIXEL_BITS)
-    return canvas.astype(np.float32) / 255.0
+    """Exact-area coverage ``(h, w)`` float32 in [0, 1] of ``polygons`` in a canvas whose pixel ``(0, 0)``
+    covers ``[origin, origin + 1)``: filled at 4x supersampling, then area-averaged."""
+    ss = _SUPERSAMPLE
+    h, w = shape
+    canvas = np.zeros((h * ss, w * ss), np.uint8)
+    scale = (1 << _SUBPIXEL_BITS) * ss
+    offset = 0.5 / ss  # supersampled pixel centres sit at (k + 0.5) / ss
+    pts = [np.round((p - np.asarray(origin) - offset) * scale).astype(np.int32).reshape(-1, 1, 2) for p in polygons]
+    cv2.fillPoly(canvas, pts, 255, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
+    return cv2.resize(canvas.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA) / 255.0
 
 
 def draw_lines(
@@ -92,9 +94,7 @@ def draw_lines(
     """Anti-aliased open polylines ``(h, w)`` float32 in [0, 1]."""
     canvas = np.zeros(shape, np.uint8)
     scale = 1 << _SUBPIXEL_BITS
-    pts = [
-        np.round((p - np.asarray(origin) - 0.5) * scale).astype(np.int32).reshape(-1, 1, 2) for p in polylines
-    ]
+    pts = [np.round((p - np.asarray(origin) - 0.5) * scale).astype(np.int32).reshape(-1, 1, 2) for p in polylines]
     cv2.polylines(canvas, pts, False, 255, thickness=thickness, lineType=cv2.LINE_AA, shift=_SUBPIXEL_BITS)
     return canvas.astype(np.float32) / 255.0
 
@@ -162,10 +162,5 @@ def soften_polygon(
         noise = np.convolve(np.tile(rng.normal(0, 1, len(pts)), 3), np.ones(3) / 3, mode="same")[
             len(pts) : 2 * len(pts)
         ]
-        pts = (
-            pts
-            + rel
-            / np.maximum(np.hypot(rel[:, 0], rel[:, 1]), 1e-6)[:, None]
-            * (noise * wiggle * radius)[:, None]
-        )
+        pts = pts + rel / np.maximum(np.hypot(rel[:, 0], rel[:, 1]), 1e-6)[:, None] * (noise * wiggle * radius)[:, None]
     return pts

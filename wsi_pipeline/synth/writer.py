@@ -58,9 +58,7 @@ def write_pyramidal_tiff(
         tempfile.TemporaryDirectory(dir=path.parent, prefix=".scratch-") as scratch,
     ):
         reduced = [
-            np.lib.format.open_memmap(
-                Path(scratch) / f"level{i}.npy", mode="w+", dtype=np.uint8, shape=(h, w, 3)
-            )
+            np.lib.format.open_memmap(Path(scratch) / f"level{i}.npy", mode="w+", dtype=np.uint8, shape=(h, w, 3))
             for i, (w, h) in enumerate(shapes[1:], start=1)
         ]
 

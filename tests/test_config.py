@@ -1,0 +1,94 @@
+import dataclasses
+
+import pytest
+import yaml
+
+from wsi_pipeline.config import (
+    ConfigError,
+    PipelineConfig,
+    SynthConfig,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    save_config,
+)
+
+
+def test_defaults_are_defined_once_and_frozen():
+    cfg = load_config()
+    assert cfg == PipelineConfig()
+    assert cfg.synth.width == SynthConfig().width == 20000
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.synth.width = 5  # type: ignore[misc]
+
+
+def test_overrides_are_typed():
+    cfg = load_config(
+        None,
+        [
+            "synth.width=512",
+            "synth.mpp=0.5",
+            "synth.split=[0.5, 0.25, 0.25]",
+            "synth.export.image_format=png",
+        ],
+    )
+    assert cfg.synth.width == 512 and isinstance(cfg.synth.width, int)
+    assert cfg.synth.mpp == 0.5
+    assert cfg.synth.split == (0.5, 0.25, 0.25)
+    assert cfg.synth.export.image_format == "png"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("synth.widht=5", "--set: unknown key 'synth.widht' (did you mean 'synth.width'?)"),
+        ("synth.export.patch_sise=5", "unknown key 'synth.export.patch_sise'"),
+        ("tiles.x=1", "unknown key 'tiles'"),
+        ("synth.width=abc", "synth.width: Input should be a valid integer"),
+        ("synth.width=1.5", "synth.width: Input should be a valid integer"),
+        ("synth.export.image_format=gif", "synth.export.image_format: Input should be 'jpg' or 'png'"),
+        ("synth.class_weights={FOO: 1}", "synth.class_weights: unknown class 'FOO'"),
+        ("synth.split=[0.5, 0.5, 0.5]", "synth.split: train/val/test fractions must be >= 0 and sum to 1"),
+        ("synth.width.x=3", "synth.width"),
+    ],
+)
+def test_bad_overrides_are_one_line_errors_naming_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_malformed_override_syntax():
+    with pytest.raises(ConfigError, match=r"expected section\.key=value"):
+        load_config(None, ["synth.width"])
+
+
+def test_yaml_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("synth:\n  width: [1, 2\n")
+    with pytest.raises(ConfigError, match=rf"{bad}: line \d+ invalid YAML"):
+        load_config(bad)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("synth:\n  hieght: 5\n")
+    with pytest.raises(ConfigError, match=rf"{wrong}: unknown key 'synth.hieght'"):
+        load_config(wrong)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="no such config file or preset"):
+        load_config("no-such-preset")
+
+
+def test_presets_load_and_resolved_config_round_trips(tmp_path):
+    cfg = load_config("synthpap-v1", ["synth.seed=3"])
+    assert cfg.synth.dataset == "synthpap-v1" and cfg.synth.seed == 3
+    path = save_config(cfg, tmp_path)
+    assert load_config(path) == cfg
+    assert config_from_dict(yaml.safe_load(path.read_text())) == cfg
+    assert config_to_dict(cfg)["synth"]["split"] == list(cfg.synth.split)
+
+
+def test_constructors_validate_without_yaml():
+    assert SynthConfig(width=64).width == 64
+    with pytest.raises(ValueError, match="must be > 0"):
+        SynthConfig(width=0)

@@ -1,0 +1,44 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from wsi_pipeline.data.geojson_io import annotations_to_geojson, read_geojson, write_geojson
+from wsi_pipeline.taxonomy import LabelTally
+from wsi_pipeline.types import Annotation, Box
+
+
+def test_qupath_geojson_round_trip(tmp_path: Path):
+    anns = [Annotation(Box(10, 20, 110, 220), "HSIL"), Annotation(Box(5.5, 6, 7, 8), "ASC-US")]
+    path = tmp_path / "s.geojson"
+    write_geojson(path, anns, slide_id="S1", mpp=0.25)
+    data = json.loads(path.read_text())
+    feat = data["features"][0]
+    assert data["type"] == "FeatureCollection" and data["wsi_pipeline"]["mpp"] == 0.25
+    assert feat["properties"]["objectType"] == "annotation"
+    assert feat["properties"]["classification"] == {"name": "HSIL", "color": [220, 20, 40]}
+    assert feat["geometry"]["coordinates"][0] == [[10, 20], [110, 20], [110, 220], [10, 220], [10, 20]]
+    assert [(a.box, a.label) for a in read_geojson(path)] == [(a.box, a.label) for a in anns]
+    # ids are stable per slide and index
+    assert annotations_to_geojson(anns, slide_id="S1", mpp=0.25)["features"][1]["id"] == data["features"][1]["id"]
+
+
+def test_reads_third_party_cric_labels_and_reports_non_targets(shared_data: Path):
+    path = shared_data / "cric-sample" / "cric-3731e3064f5b3dfaf2df337f4b481c78-gt.geojson"
+    tally = LabelTally()
+    anns = read_geojson(path, tally)
+    assert len(anns) == 13 and {a.label for a in anns} == {"LSIL"}
+    assert tally.mapped == {"LSIL": 13}
+    assert sum(tally.other.values()) == 13 and not tally.unknown  # NILM cells: known, not a detector class
+    assert all(a.box.width <= 64 and a.box.height <= 64 for a in anns)
+
+
+def test_unreadable_geojson_names_the_file(tmp_path: Path):
+    bad = tmp_path / "bad.geojson"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match=r"bad\.geojson: not a readable GeoJSON file"):
+        read_geojson(bad)
+    wrong = tmp_path / "wrong.geojson"
+    wrong.write_text('{"type": "Point", "coordinates": [1, 2]}')
+    with pytest.raises(ValueError, match="expected a GeoJSON FeatureCollection"):
+        read_geojson(wrong)
