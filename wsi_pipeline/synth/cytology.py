@@ -111,7 +111,7 @@ def _squamous(
     diameter_um: tuple[float, float],
     eosinophilic: float,
     nuclei: Callable[[Point, float], tuple[Nucleus, ...]],
-    thickness: tuple[float, float] = (0.55, 0.95),
+    thickness: tuple[float, float] = (0.45, 0.85),
     halo: Callable[[tuple[Nucleus, ...], float], tuple[np.ndarray | None, float, float, float]] | None = None,
 ) -> Cell:
     """A flat polygonal squamous cell (superficial/intermediate-sized) with folds and creases."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from wsi_pipeline.io import atomic_path
 from wsi_pipeline.slide.tiff import TiffPyramid
@@ -20,23 +20,21 @@ def draw_quicklook(thumbnail: np.ndarray, scale: float, annotations: list[Annota
     img = Image.fromarray(thumbnail)
     draw = ImageDraw.Draw(img)
     width = max(2, round(max(img.size) / 800))
+    min_half = 4 + width  # tiny boxes stay visible as small squares
     for ann in annotations:
-        b = ann.box
-        x0, y0, x1, y1 = b.x0 * scale, b.y0 * scale, b.x1 * scale, b.y1 * scale
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        half = max((x1 - x0) / 2, (y1 - y0) / 2, 4.0) + width  # never smaller than a visible square
-        hx, hy = (
-            max((x1 - x0) / 2, half if x1 - x0 < 8 else 0) + width,
-            max((y1 - y0) / 2, half if y1 - y0 < 8 else 0) + width,
-        )
-        draw.rectangle([cx - hx, cy - hy, cx + hx, cy + hy], outline=BY_CODE[ann.label].color, width=width)
+        cx, cy = ann.box.center
+        hx = max(ann.box.width * scale / 2, min_half)
+        hy = max(ann.box.height * scale / 2, min_half)
+        box = [cx * scale - hx, cy * scale - hy, cx * scale + hx, cy * scale + hy]
+        draw.rectangle(box, outline=BY_CODE[ann.label].color, width=width)
     counts = Counter(a.label for a in annotations)
-    line_h = 14
-    draw.rectangle([0, 0, 150, line_h * len(LESION_CLASSES) + 6], fill=(255, 255, 255))
+    line_h = max(14, round(max(img.size) / 60))
+    font = ImageFont.load_default(size=round(line_h * 0.8))
+    draw.rectangle([0, 0, line_h * 9, line_h * len(LESION_CLASSES) + line_h // 2], fill=(255, 255, 255))
     for i, cls in enumerate(LESION_CLASSES):
-        y = 3 + i * line_h
-        draw.rectangle([4, y + 2, 14, y + 11], fill=cls.color)
-        draw.text((20, y), f"{cls.code}: {counts.get(cls.code, 0)}", fill=(0, 0, 0))
+        y = line_h // 4 + i * line_h
+        draw.rectangle([line_h // 4, y + line_h // 6, line_h * 3 // 4, y + line_h * 2 // 3], fill=cls.color)
+        draw.text((line_h, y), f"{cls.code}: {counts.get(cls.code, 0)}", fill=(0, 0, 0), font=font)
     return img
 
 

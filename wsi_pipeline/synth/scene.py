@@ -75,7 +75,7 @@ def build_scene(
     density = _DensityMap(rng, width, height)
     scene = Scene(width, height, [], [])
 
-    lesions = _place_lesions(cfg, style, rng, width, height, area_mm2) if positive else []
+    lesions = _place_lesions(cfg, style, rng, density, area_mm2) if positive else []
     occupied = [les_box for les_box, _, _ in lesions]
 
     def add(kind: str, center: tuple[float, float]) -> None:
@@ -108,8 +108,10 @@ def build_scene(
 
 
 def _place_lesions(
-    cfg: SynthConfig, style: SlideStyle, rng: np.random.Generator, width: int, height: int, area_mm2: float
+    cfg: SynthConfig, style: SlideStyle, rng: np.random.Generator, density: _DensityMap, area_mm2: float
 ) -> list[tuple[Box, str, list[Cell]]]:
+    """Lesions where the cellularity map puts cells, fully inside the slide, never touching each other."""
+    width, height = density.width, density.height
     weights = np.array([cfg.class_weights.get(code, 0.0) for code in CLASS_CODES], float)
     weights /= weights.sum()
     dominant = CLASS_CODES[rng.choice(len(CLASS_CODES), p=weights)]
@@ -119,6 +121,8 @@ def _place_lesions(
         label = dominant if rng.uniform() < _DOMINANT_SHARE else CLASS_CODES[rng.choice(len(CLASS_CODES), p=weights)]
         for _attempt in range(40):
             center = (rng.uniform(0, width), rng.uniform(0, height))
+            if not density.accept(rng, np.array([center]))[0]:
+                continue
             cells = LESION_FACTORIES[label](rng, center, style, _blur(style, center))
             box = cell_box(cells)
             margin = 3 * max(c.blur for c in cells) + 2
