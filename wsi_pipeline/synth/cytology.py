@@ -89,6 +89,14 @@ def _wrinkle(rng: np.random.Generator, center: Point, radius: float) -> np.ndarr
     return np.stack([x, y], axis=1)
 
 
+def _rounded_rect(rng: np.random.Generator, c: Point, length: float, width: float, angle: float) -> np.ndarray:
+    """A columnar cell: rectangle ``length`` along ``angle`` by ``width``, corners rounded, border wavy."""
+    ca, sa = math.cos(angle), math.sin(angle)
+    half = np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], float) * [length / 2, width / 2]
+    pts = np.stack([c[0] + half[:, 0] * ca - half[:, 1] * sa, c[1] + half[:, 0] * sa + half[:, 1] * ca], axis=1)
+    return soften_polygon(rng, pts, iterations=3, wiggle=0.02)
+
+
 def _scatter(rng: np.random.Generator, center: Point, radius: float, k: int) -> np.ndarray:
     r = radius * np.sqrt(rng.uniform(0, 1, k))
     t = rng.uniform(0, 2 * np.pi, k)
@@ -283,29 +291,22 @@ def _glandular_cells(
     angle = rng.uniform(0, np.pi)
     ux, uy = math.cos(angle), math.sin(angle)  # along the strip
     vx, vy = -uy, ux  # along the cell axis
-    width = s.um(rng.uniform(8.5, 11)) * crowding
-    height = s.um(rng.uniform(20, 28))
+    # cells widen with their nuclei; crowding packs them closer than their width (overlap)
+    width = s.um(rng.uniform(8.5, 11)) * max(1.0, 0.85 * nucleus_um / ENDOCERVICAL_NUCLEUS_UM)
+    spacing = width * crowding
+    height = s.um(rng.uniform(20, 28)) * max(1.0, 0.8 * nucleus_um / ENDOCERVICAL_NUCLEUS_UM)
     rows = 2 if n_cells > 10 and rng.uniform() < 0.6 else 1
     per_row = math.ceil(n_cells / rows)
     curve = rng.normal(0, 0.15)
     cells: list[Cell] = []
     for i in range(n_cells):
         row, j = divmod(i, per_row)
-        t = (j - (per_row - 1) / 2) * width
-        bend = curve * (t / max(width, 1)) ** 2 * width * 0.3
+        t = (j - (per_row - 1) / 2) * spacing
+        bend = curve * (t / max(spacing, 1)) ** 2 * spacing * 0.3
         cx = c[0] + t * ux + (bend + row * height * 0.75) * vx
         cy = c[1] + t * uy + (bend + row * height * 0.75) * vy
         a = angle + np.pi / 2 + rng.normal(0, 0.08 + 0.5 * (1 - polarity))
-        outline = star_polygon(
-            rng,
-            (cx, cy),
-            height / 2,
-            4,
-            irregularity=0.08,
-            elongation=(height / width) ** 2,
-            angle=a,
-            angular_jitter=0.1,
-        )
+        outline = _rounded_rect(rng, (cx, cy), height, width * rng.uniform(0.95, 1.15), a)
         base = height * (0.25 if polarity > 0.5 else rng.uniform(-0.1, 0.3))
         nx = cx + base * math.cos(a) + rng.normal(0, 0.4 * (1 - polarity)) * width
         ny = cy + base * math.sin(a) + rng.normal(0, 0.4 * (1 - polarity)) * width

@@ -1,0 +1,1 @@
+"""Annotation formats (QuPath GeoJSON, COCO) and labeled patch planning."""

@@ -1,0 +1,109 @@
+"""QuPath-compatible GeoJSON: lesion boxes out, any polygon annotations in.
+
+Written files are FeatureCollections of ``Polygon`` features in level-0 pixel coordinates with
+``properties.objectType = "annotation"`` and ``properties.classification = {name, color}``: QuPath
+(0.3+) imports them by drag and drop. The collection carries a foreign member ``wsi_pipeline`` with
+the slide id, mpp and coordinate frame.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import geojson
+from shapely.geometry import shape
+
+from wsi_pipeline.io import write_text_atomic
+from wsi_pipeline.taxonomy import BY_CODE, LabelTally
+from wsi_pipeline.types import Annotation, Box
+
+_NAMESPACE = uuid.UUID("6f1d8a52-3c1e-4a8e-9a57-1d0c7b3f2e11")
+
+
+def box_feature(annotation: Annotation, feature_id: str) -> geojson.Feature:
+    """One lesion box as a QuPath annotation feature (classification name = taxonomy code)."""
+    b = annotation.box
+    ring = [[b.x0, b.y0], [b.x1, b.y0], [b.x1, b.y1], [b.x0, b.y1], [b.x0, b.y0]]
+    lesion = BY_CODE[annotation.label]
+    props: dict[str, Any] = {
+        "objectType": "annotation",
+        "classification": {"name": lesion.code, "color": list(lesion.color)},
+        "isLocked": False,
+    }
+    props.update(annotation.properties)
+    return geojson.Feature(id=feature_id, geometry=geojson.Polygon([ring]), properties=props)
+
+
+def annotations_to_geojson(
+    annotations: Iterable[Annotation], *, slide_id: str, mpp: float | None
+) -> dict[str, Any]:
+    """FeatureCollection (plain dict) of lesion boxes; feature ids are stable UUIDs per slide/index."""
+    features = [
+        box_feature(a, str(uuid.uuid5(_NAMESPACE, f"{slide_id}/{i}"))) for i, a in enumerate(annotations)
+    ]
+    collection = dict(geojson.FeatureCollection(features))
+    collection["wsi_pipeline"] = {
+        "slide_id": slide_id,
+        "mpp": mpp,
+        "coordinates": "level-0 pixels, boxes as polygons (x0,y0)-(x1,y1), x1/y1 exclusive",
+    }
+    return collection
+
+
+def write_geojson(path: str | Path, annotations: Iterable[Annotation], *, slide_id: str, mpp: float | None) -> None:
+    write_text_atomic(path, json.dumps(annotations_to_geojson(annotations, slide_id=slide_id, mpp=mpp), indent=1) + "\n")
+
+
+def _label_of(props: dict[str, Any]) -> str | None:
+    cls = props.get("classification")
+    if isinstance(cls, dict) and cls.get("name"):
+        return str(cls["name"])
+    if isinstance(cls, str) and cls:
+        return cls
+    for key in ("label", "name", "class", "class_name"):
+        if props.get(key):
+            return str(props[key])
+    return None
+
+
+def read_geojson(path: str | Path, tally: LabelTally | None = None) -> list[Annotation]:
+    """Lesion annotations (bounding boxes of any geometry) from a GeoJSON file.
+
+    Labels come from ``classification.name`` (QuPath) or ``label``/``name`` (other tools) and are
+    mapped through the taxonomy; non-target and unknown labels are counted in ``tally`` and skipped.
+    Raises ``ValueError`` naming the file when it is not GeoJSON.
+    """
+    path = Path(path)
+    tally = tally if tally is not None else LabelTally()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a readable GeoJSON file ({err})") from None
+    if isinstance(data, dict) and data.get("type") == "FeatureCollection":
+        features = data.get("features", [])
+    elif isinstance(data, dict) and data.get("type") == "Feature":
+        features = [data]
+    elif isinstance(data, list):
+        features = data
+    else:
+        raise ValueError(f"{path}: expected a GeoJSON FeatureCollection, Feature or list of features")
+    out: list[Annotation] = []
+    for i, feat in enumerate(features):
+        props = feat.get("properties") or {}
+        label = _label_of(props)
+        if label is None:
+            tally.unknown["<unlabeled>"] += 1
+            continue
+        lesion = tally.resolve(label)
+        if lesion is None:
+            continue
+        try:
+            x0, y0, x1, y1 = shape(feat["geometry"]).bounds
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ValueError(f"{path}: feature {i} has no valid geometry ({err})") from None
+        out.append(Annotation(Box(x0, y0, x1, y1), lesion.code, {"source_label": label}))
+    return out
