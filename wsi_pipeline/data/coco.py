@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wsi_pipeline.data.labeled_patches import PatchRecord
 from wsi_pipeline.data.patches import PatchLabel
 from wsi_pipeline.io import write_json_atomic
 from wsi_pipeline.taxonomy import BY_CODE, LESION_CLASSES
@@ -40,6 +41,19 @@ class CocoBuilder:
                 }
             )
         return image_id
+
+    def add_record(self, record: PatchRecord, **extra: Any) -> int:
+        """Add a cut patch, keeping its level-0 origin and kind on the image record."""
+        return self.add_image(
+            record.file_name,
+            record.width,
+            record.height,
+            list(record.labels),
+            x0=record.x0,
+            y0=record.y0,
+            kind=record.kind,
+            **extra,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

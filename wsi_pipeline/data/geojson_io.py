@@ -38,13 +38,9 @@ def box_feature(annotation: Annotation, feature_id: str) -> geojson.Feature:
     return geojson.Feature(id=feature_id, geometry=geojson.Polygon([ring]), properties=props)
 
 
-def annotations_to_geojson(
-    annotations: Iterable[Annotation], *, slide_id: str, mpp: float | None
-) -> dict[str, Any]:
+def annotations_to_geojson(annotations: Iterable[Annotation], *, slide_id: str, mpp: float | None) -> dict[str, Any]:
     """FeatureCollection (plain dict) of lesion boxes; feature ids are stable UUIDs per slide/index."""
-    features = [
-        box_feature(a, str(uuid.uuid5(_NAMESPACE, f"{slide_id}/{i}"))) for i, a in enumerate(annotations)
-    ]
+    features = [box_feature(a, str(uuid.uuid5(_NAMESPACE, f"{slide_id}/{i}"))) for i, a in enumerate(annotations)]
     collection = dict(geojson.FeatureCollection(features))
     collection["wsi_pipeline"] = {
         "slide_id": slide_id,
@@ -55,7 +51,9 @@ def annotations_to_geojson(
 
 
 def write_geojson(path: str | Path, annotations: Iterable[Annotation], *, slide_id: str, mpp: float | None) -> None:
-    write_text_atomic(path, json.dumps(annotations_to_geojson(annotations, slide_id=slide_id, mpp=mpp), indent=1) + "\n")
+    write_text_atomic(
+        path, json.dumps(annotations_to_geojson(annotations, slide_id=slide_id, mpp=mpp), indent=1) + "\n"
+    )
 
 
 def _label_of(props: dict[str, Any]) -> str | None:

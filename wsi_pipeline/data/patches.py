@@ -26,7 +26,7 @@ def clamp_window(x0: float, y0: float, size: int, width: int, height: int) -> Bo
     """A ``size`` x ``size`` window at ``(x0, y0)`` shifted to lie inside the slide (clipped if larger)."""
     x = min(max(x0, 0.0), max(width - size, 0))
     y = min(max(y0, 0.0), max(height - size, 0))
-    x, y = int(round(x)), int(round(y))
+    x, y = round(x), round(y)
     return Box(x, y, min(x + size, width), min(y + size, height))
 
 
@@ -73,7 +73,9 @@ def sample_negative_window(
 ) -> Box | None:
     """A random window that touches no lesion box, or ``None`` after ``tries`` attempts."""
     for _ in range(tries):
-        win = clamp_window(rng.uniform(0, max(width - size, 0)), rng.uniform(0, max(height - size, 0)), size, width, height)
+        win = clamp_window(
+            rng.uniform(0, max(width - size, 0)), rng.uniform(0, max(height - size, 0)), size, width, height
+        )
         if all(b.intersect(win) is None for b in boxes):
             return win
     return None

@@ -30,15 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from wsi_pipeline import __version__
 from wsi_pipeline.config import PipelineConfig, SynthConfig, config_to_dict, save_config
 from wsi_pipeline.data.coco import CocoBuilder
-from wsi_pipeline.data.geojson_io import write_geojson
-from wsi_pipeline.data.patches import crop_annotations, plan_lesion_windows, sample_negative_window
-from wsi_pipeline.io import atomic_path, write_json_atomic
+from wsi_pipeline.data.geojson_io import read_geojson, write_geojson
+from wsi_pipeline.data.labeled_patches import PatchRecord, cut_labeled_patches
+from wsi_pipeline.io import write_json_atomic
 from wsi_pipeline.slide.tiff import TiffPyramid
 from wsi_pipeline.synth import GENERATOR_VERSION
 from wsi_pipeline.synth.render import BandRenderer
@@ -202,55 +201,17 @@ def generate_slide(
     return manifest
 
 
-def _has_cells(pixels: np.ndarray, min_fraction: float = 0.03) -> bool:
-    """True when enough of the patch is stained material (not empty glass)."""
-    return bool((pixels.min(axis=2) < 205).mean() >= min_fraction)
-
-
 def export_slide_patches(
     cfg: SynthConfig, plan: SlidePlan, tiff: Path, geojson_path: Path, out: Path
 ) -> dict[str, Any]:
-    """Cut labeled patches around the slide's lesions plus lesion-free negatives (read from the TIFF)."""
-    from wsi_pipeline.data.geojson_io import read_geojson
-
-    ex = cfg.export
+    """Labeled patches of one slide, read back from its TIFF (as a lab would cut them from a scan)."""
     annotations = read_geojson(geojson_path)
-    boxes = [a.box for a in annotations]
     rng = np.random.default_rng([cfg.seed, plan.stream, plan.index, 99])
-    windows = [(w, "lesion") for w in plan_lesion_windows(boxes, cfg.width, cfg.height, ex.patch_size, rng, ex.jitter)]
     with TiffPyramid(tiff) as slide:
-        for _ in range(ex.negatives_per_slide):
-            for _attempt in range(20):
-                win = sample_negative_window(boxes, cfg.width, cfg.height, ex.patch_size, rng)
-                if win is None:
-                    break
-                if _has_cells(slide.read(int(win.x0), int(win.y0), int(win.width), int(win.height))):
-                    windows.append((win, "negative"))
-                    break
-        records = []
-        for win, kind in windows:
-            x0, y0 = int(win.x0), int(win.y0)
-            pixels = slide.read(x0, y0, int(win.width), int(win.height))
-            name = f"{plan.slide_id}_x{x0}_y{y0}.{ex.image_format}"
-            with atomic_path(out / "patches" / plan.role / name) as tmp:
-                img = Image.fromarray(pixels)
-                if ex.image_format == "jpg":
-                    img.save(tmp, format="JPEG", quality=ex.jpeg_quality)
-                else:
-                    img.save(tmp, format="PNG")
-            labels = crop_annotations(annotations, win, ex.min_visible)
-            records.append(
-                {
-                    "file_name": name,
-                    "width": pixels.shape[1],
-                    "height": pixels.shape[0],
-                    "x0": x0,
-                    "y0": y0,
-                    "kind": kind,
-                    "labels": [{"box": list(lab.box.xyxy), "label": lab.label, "ignore": lab.ignore} for lab in labels],
-                }
-            )
-    return {"export_hash": _export_hash(cfg), "images": records}
+        records = cut_labeled_patches(
+            slide, plan.slide_id, (cfg.width, cfg.height), annotations, cfg.export, rng, out / "patches" / plan.role
+        )
+    return {"export_hash": _export_hash(cfg), "images": [r.to_dict() for r in records]}
 
 
 @dataclass
@@ -258,10 +219,6 @@ class DatasetResult:
     out: Path
     manifests: list[dict[str, Any]]
     failures: list[tuple[str, str]]  # (slide id, one-line reason)
-
-
-def _run_one(cfg: SynthConfig, plan: SlidePlan, out: Path, export: bool) -> dict[str, Any]:
-    return generate_slide(cfg, plan, out, export)
 
 
 def generate_dataset(
@@ -302,7 +259,7 @@ def generate_dataset(
                 bar.refresh()
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(_run_one, cfg, plan, out, export_patches): plan for plan in plans}
+            futures = {pool.submit(generate_slide, cfg, plan, out, export_patches): plan for plan in plans}
             for fut in tqdm(
                 as_completed(futures), total=len(futures), unit="slide", desc="synth", disable=not progress
             ):
@@ -320,9 +277,6 @@ def generate_dataset(
 
 
 def _write_coco(cfg: SynthConfig, config: PipelineConfig, manifests: list[dict[str, Any]], out: Path) -> None:
-    from wsi_pipeline.data.patches import PatchLabel
-    from wsi_pipeline.types import Box
-
     for split in SPLITS:
         coco = CocoBuilder(
             info={
@@ -338,19 +292,8 @@ def _write_coco(cfg: SynthConfig, config: PipelineConfig, manifests: list[dict[s
         for m in manifests:
             if m["role"] != split or "patches" not in m:
                 continue
-            for rec in m["patches"]["images"]:
-                labels = [PatchLabel(Box(*lab["box"]), lab["label"], lab["ignore"]) for lab in rec["labels"]]
-                coco.add_image(
-                    rec["file_name"],
-                    rec["width"],
-                    rec["height"],
-                    labels,
-                    slide_id=m["slide_id"],
-                    x0=rec["x0"],
-                    y0=rec["y0"],
-                    mpp=m["mpp"],
-                    kind=rec["kind"],
-                )
+            for data in m["patches"]["images"]:
+                coco.add_record(PatchRecord.from_dict(data), slide_id=m["slide_id"], mpp=m["mpp"])
         coco.write(out / "patches" / f"{split}.json")
 
 

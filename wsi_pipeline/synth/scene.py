@@ -15,7 +15,8 @@ import numpy as np
 
 from wsi_pipeline.config import SynthConfig
 from wsi_pipeline.synth.cells import Cell
-from wsi_pipeline.synth.cytology import LESION_FACTORIES, NORMAL_FACTORIES
+from wsi_pipeline.synth.lesion_cells import LESION_FACTORIES
+from wsi_pipeline.synth.normal_cells import NORMAL_FACTORIES
 from wsi_pipeline.synth.shapes import smooth_noise
 from wsi_pipeline.synth.style import SlideStyle
 from wsi_pipeline.taxonomy import CLASS_CODES
