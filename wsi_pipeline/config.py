@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import ConfigDict, TypeAdapter, ValidationError, field_validator
+from pydantic import ConfigDict, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
 from wsi_pipeline.io import write_text_atomic
@@ -158,10 +158,95 @@ class SynthConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class ForegroundConfig:
+    """Cell-foreground detection on a thumbnail (``wsi_pipeline.slide.foreground``)."""
+
+    mask_mpp: float = 4.0  # thumbnail resolution, microns per pixel
+    od_threshold: float = 0.06  # optical density above local glass that counts as stained
+    saturation_threshold: float = 0.08
+    dilate_um: float = 8.0  # margin added around cells
+    min_object_um2: float = 60.0  # smaller specks are dust
+    glass_window_um: float = 200.0  # local glass estimate window (wider than any cell)
+
+    @field_validator("mask_mpp", "dilate_um", "glass_window_um")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be > 0")
+        return v
+
+
+@dataclass(frozen=True, config=_STRICT)
+class LabeledPatchesConfig:
+    """``tile --annotations``: labeled patches cut around annotated lesions, COCO per split (by slide)."""
+
+    split: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    seed: int = 0
+    export: PatchExportConfig = field(default_factory=PatchExportConfig)
+
+    @field_validator("split")
+    @classmethod
+    def _split(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(v) < 0 or abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError("train/val/test fractions must be >= 0 and sum to 1")
+        return v
+
+
+@dataclass(frozen=True, config=_STRICT)
+class TileConfig:
+    """``wsi-pipeline tile``: patches at a physical resolution, cell-foreground filtering, patch stores.
+
+    The default target of 0.25 um/px is the native resolution of 40x cytology scans; for 20x scans
+    (~0.5 um/px) set 0.5 rather than upsampling.
+    """
+
+    patch_size: int = 1200  # pixels at target_mpp
+    target_mpp: float = 0.25
+    overlap: int = 0  # pixels (at target_mpp) shared by neighbouring patches
+    edge: Literal["flush", "pad", "drop"] = "flush"  # last row/column: flush with the edge, padded, dropped
+    min_foreground: float = 0.01  # keep patches whose cell-foreground fraction is at least this
+    coords_only: bool = False  # store the patch table only; later stages read pixels from the slide
+    backend: Literal["auto", "tifffile", "openslide"] = "auto"
+    compressor: Literal["lz4", "zstd", "none"] = "lz4"  # Blosc codec for stored patch pixels
+    block_rows: int = 2  # patches per parallel task: a block of grid rows x columns read in one go
+    block_cols: int = 8
+    foreground: ForegroundConfig = field(default_factory=ForegroundConfig)
+    labels: LabeledPatchesConfig = field(default_factory=LabeledPatchesConfig)
+
+    @field_validator("patch_size", "block_rows", "block_cols")
+    @classmethod
+    def _positive_int(cls, v: int) -> int:
+        if v <= 0:
+            raise ValueError("must be > 0")
+        return v
+
+    @field_validator("target_mpp")
+    @classmethod
+    def _positive_mpp(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be > 0")
+        return v
+
+    @field_validator("min_foreground")
+    @classmethod
+    def _unit(cls, v: float) -> float:
+        if not 0.0 <= v <= 1.0:
+            raise ValueError("must be in [0, 1]")
+        return v
+
+    @model_validator(mode="after")
+    def _overlap(self) -> TileConfig:
+        if not 0 <= self.overlap < self.patch_size:
+            raise ValueError(f"overlap must be in [0, patch_size), got {self.overlap}")
+        return self
+
+
+@dataclass(frozen=True, config=_STRICT)
 class PipelineConfig:
     """All stages' settings; each field is one YAML section."""
 
     synth: SynthConfig = field(default_factory=SynthConfig)
+    tile: TileConfig = field(default_factory=TileConfig)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -247,9 +332,9 @@ def _format_validation_error(err: ValidationError, source: str, cls: type) -> st
         hint = f" (did you mean {suggestion[0]!r}?)" if suggestion else ""
         return f"{source}: unknown key {loc!r}{hint}{more}"
     got = first.get("input")
-    shown = repr(got) if not isinstance(got, dict) else "a mapping"
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
     msg = first["msg"].removeprefix("Value error, ").rstrip(".")
-    return f"{source}: {loc}: {msg} (got {shown}){more}"
+    return f"{source}: {loc}: {msg}{shown}{more}"
 
 
 def _all_keys(cls: type) -> list[str]:

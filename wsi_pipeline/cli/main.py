@@ -12,6 +12,7 @@ from wsi_pipeline import __version__
 # command name -> (module, function, one-line help shown by --help without importing the module)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "synth": ("wsi_pipeline.cli.synth", "synth", "Generate synthetic Pap-smear slides with ground truth."),
+    "tile": ("wsi_pipeline.cli.tile", "tile", "Cut slides into patches at a physical resolution (patch stores)."),
     "demo": ("wsi_pipeline.cli.demo", "demo", "Run the pipeline on a small embedded default dataset."),
 }
 

@@ -1,8 +1,9 @@
 """Cut labeled patches from a slide: windows around lesions plus lesion-free negatives, saved as images.
 
-Used by ``synth --export-patches`` and, with the slide readers of the ``tile`` stage, by
-``tile --annotations``. Pixels come from any object with a ``read(x, y, width, height)`` method
-(level-0 origin, level-0 size), so the same code serves every slide format.
+Used by ``synth --export-patches`` and ``tile --annotations``. Pixels come from any object with a
+``read(x, y, width, height)`` method in one pixel frame (:class:`FrameReader` gives a slide's frame
+at the target mpp), and annotation boxes must be in that frame, so every slide format and resolution
+goes through the same code.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from PIL import Image
 from wsi_pipeline.config import PatchExportConfig
 from wsi_pipeline.data.patches import PatchLabel, crop_annotations, plan_lesion_windows, sample_negative_window
 from wsi_pipeline.io import atomic_path
+from wsi_pipeline.slide.reader import SlideReader
 from wsi_pipeline.types import Annotation, Box
 
 GLASS_LEVEL = 205  # a pixel whose darkest channel is below this is stained material, not empty glass
@@ -24,8 +26,25 @@ GLASS_LEVEL = 205  # a pixel whose darkest channel is below this is stained mate
 
 class RegionReader(Protocol):
     def read(self, x: int, y: int, width: int, height: int) -> np.ndarray:
-        """RGB ``(h, w, 3)`` uint8 of level-0 pixels from ``(x, y)``, clipped at the slide edge."""
+        """RGB ``(height, width, 3)`` uint8 of frame pixels whose top-left is frame pixel ``(x, y)``."""
         ...
+
+
+class FrameReader:
+    """A slide seen in the *target frame*: pixels at ``target_mpp`` (target px = level-0 / scale)."""
+
+    def __init__(self, reader: SlideReader, target_mpp: float):
+        self.reader = reader
+        self.target_mpp = target_mpp
+        self.scale = target_mpp / reader.require_mpp()  # level-0 pixels per frame pixel
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Slide width and height in frame pixels."""
+        return int(self.reader.info.width / self.scale), int(self.reader.info.height / self.scale)
+
+    def read(self, x: int, y: int, width: int, height: int) -> np.ndarray:
+        return self.reader.read_region(x * self.scale, y * self.scale, width, height, mpp=self.target_mpp)
 
 
 @dataclass(frozen=True)
@@ -79,7 +98,8 @@ def cut_labeled_patches(
     windows = [(w, "lesion") for w in plan_lesion_windows(boxes, width, height, cfg.patch_size, rng, cfg.jitter)]
     for _ in range(cfg.negatives_per_slide):
         for _attempt in range(20):
-            win = sample_negative_window(boxes, width, height, cfg.patch_size, rng)
+            taken = [w for w, kind in windows if kind == "negative"]
+            win = sample_negative_window(boxes, width, height, cfg.patch_size, rng, taken)
             if win is None:
                 break
             if has_cells(reader.read(int(win.x0), int(win.y0), int(win.width), int(win.height))):

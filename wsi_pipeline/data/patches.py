@@ -69,13 +69,23 @@ def crop_annotations(annotations: list[Annotation], window: Box, min_visible: fl
 
 
 def sample_negative_window(
-    boxes: list[Box], width: int, height: int, size: int, rng: np.random.Generator, tries: int = 50
+    boxes: list[Box],
+    width: int,
+    height: int,
+    size: int,
+    rng: np.random.Generator,
+    taken: list[Box] = (),  # type: ignore[assignment]
+    max_shared: float = 0.25,
+    tries: int = 50,
 ) -> Box | None:
-    """A random window that touches no lesion box, or ``None`` after ``tries`` attempts."""
+    """A random window that touches no lesion box and shares at most ``max_shared`` of its area with
+    any window in ``taken``; ``None`` after ``tries`` attempts."""
     for _ in range(tries):
         win = clamp_window(
             rng.uniform(0, max(width - size, 0)), rng.uniform(0, max(height - size, 0)), size, width, height
         )
-        if all(b.intersect(win) is None for b in boxes):
+        if any(b.intersect(win) is not None for b in boxes):
+            continue
+        if all((o := t.intersect(win)) is None or o.area <= max_shared * win.area for t in taken):
             return win
     return None

@@ -36,9 +36,10 @@ from wsi_pipeline import __version__
 from wsi_pipeline.config import PipelineConfig, SynthConfig, config_to_dict, save_config
 from wsi_pipeline.data.coco import CocoBuilder
 from wsi_pipeline.data.geojson_io import read_geojson, write_geojson
-from wsi_pipeline.data.labeled_patches import PatchRecord, cut_labeled_patches
+from wsi_pipeline.data.labeled_patches import FrameReader, PatchRecord, cut_labeled_patches
+from wsi_pipeline.data.splits import SPLITS, assign_splits
 from wsi_pipeline.io import write_json_atomic
-from wsi_pipeline.slide.tiff import TiffPyramid
+from wsi_pipeline.slide.backends import TiffReader
 from wsi_pipeline.synth import GENERATOR_VERSION
 from wsi_pipeline.synth.render import BandRenderer
 from wsi_pipeline.synth.scene import Scene, build_scene
@@ -48,7 +49,6 @@ from wsi_pipeline.types import Annotation
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 _ROLE_STREAM = {"labeled": 1, "unlabeled": 2}
 
 
@@ -62,12 +62,8 @@ class SlidePlan:
 
 def plan_slides(cfg: SynthConfig) -> list[SlidePlan]:
     """Slide ids and roles. Labeled slides are split train/val/test by slide (shuffled with the seed)."""
-    n = cfg.labeled_slides
-    n_train = round(n * cfg.split[0])
-    n_val = min(round(n * cfg.split[1]), n - n_train)
-    roles = ["train"] * n_train + ["val"] * n_val + ["test"] * (n - n_train - n_val)
-    order = np.random.default_rng([cfg.seed, 0]).permutation(n)
-    plans = [SlidePlan(f"L{i + 1:04d}", roles[int(order[i])], _ROLE_STREAM["labeled"], i) for i in range(n)]
+    roles = assign_splits(cfg.labeled_slides, cfg.split, cfg.seed)
+    plans = [SlidePlan(f"L{i + 1:04d}", role, _ROLE_STREAM["labeled"], i) for i, role in enumerate(roles)]
     plans += [
         SlidePlan(f"U{i + 1:04d}", "unlabeled", _ROLE_STREAM["unlabeled"], i) for i in range(cfg.unlabeled_slides)
     ]
@@ -207,9 +203,15 @@ def export_slide_patches(
     """Labeled patches of one slide, read back from its TIFF (as a lab would cut them from a scan)."""
     annotations = read_geojson(geojson_path)
     rng = np.random.default_rng([cfg.seed, plan.stream, plan.index, 99])
-    with TiffPyramid(tiff) as slide:
+    with TiffReader(tiff) as slide:
         records = cut_labeled_patches(
-            slide, plan.slide_id, (cfg.width, cfg.height), annotations, cfg.export, rng, out / "patches" / plan.role
+            FrameReader(slide, cfg.mpp),
+            plan.slide_id,
+            (cfg.width, cfg.height),
+            annotations,
+            cfg.export,
+            rng,
+            out / "patches" / plan.role,
         )
     return {"export_hash": _export_hash(cfg), "images": [r.to_dict() for r in records]}
 

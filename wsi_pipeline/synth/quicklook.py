@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from wsi_pipeline.io import atomic_path
-from wsi_pipeline.slide.tiff import TiffPyramid
+from wsi_pipeline.slide.backends import TiffReader
 from wsi_pipeline.taxonomy import BY_CODE, LESION_CLASSES
 from wsi_pipeline.types import Annotation
 
@@ -39,18 +38,12 @@ def draw_quicklook(thumbnail: np.ndarray, scale: float, annotations: list[Annota
 
 
 def write_quicklook(slide_path: str | Path, annotations: list[Annotation], out_path: str | Path, size: int) -> None:
-    """Thumbnail (longest side ``size``) from the slide's best pyramid level, boxes drawn, PNG."""
-    with TiffPyramid(slide_path) as slide:
-        level = slide.best_level_for_size(size)
-        pixels = slide.read_level(level)
-        full_w = slide.width
-    h, w = pixels.shape[:2]
-    factor = min(1.0, size / max(h, w))
-    if factor < 1.0:
-        pixels = cv2.resize(
-            pixels, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA
-        )
-    scale = pixels.shape[1] / full_w
-    img = draw_quicklook(np.ascontiguousarray(pixels), scale, annotations)
+    """Thumbnail (longest side ``size``) read from the slide's best pyramid level, boxes drawn, PNG."""
+    with TiffReader(slide_path) as slide:
+        info = slide.info
+        mpp = slide.require_mpp()
+        thumb_mpp = mpp * max(1.0, max(info.width, info.height) / size)
+        pixels = slide.thumbnail(thumb_mpp)
+    img = draw_quicklook(pixels, pixels.shape[1] / info.width, annotations)
     with atomic_path(out_path) as tmp:
         img.save(tmp, format="PNG")

@@ -1,0 +1,1 @@
+"""The ``tile`` stage: slides -> foreground-filtered grids of patches -> per-slide patch stores."""

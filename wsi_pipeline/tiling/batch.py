@@ -1,0 +1,246 @@
+"""``tile`` over many slides: discover inputs, skip finished slides, run the tasks, report.
+
+Inputs are slide files, folders (searched recursively by extension) or list files (one path per
+line, ``#`` comments, relative paths resolved against the list's folder). DICOM series are folders of
+``.dcm`` instances: one file per folder is opened (OpenSlide finds the rest).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wsi_pipeline.config import PipelineConfig, save_config
+from wsi_pipeline.io import write_json_atomic, write_text_atomic
+from wsi_pipeline.slide.reader import slide_name
+from wsi_pipeline.tiling.runner import Failure, TaskRunner
+from wsi_pipeline.tiling.slide_job import SlideJob, SlidePlan, finalize_slide, plan_slide, tile_config_hash, write_block
+from wsi_pipeline.tiling.store import slide_fingerprint, verify_store
+
+log = logging.getLogger(__name__)
+
+SLIDE_SUFFIXES = (
+    ".svs",
+    ".tif",
+    ".tiff",
+    ".ndpi",
+    ".mrxs",
+    ".dcm",
+    ".scn",
+    ".bif",
+    ".vms",
+    ".vmu",
+    ".svslide",
+    ".btf",
+    ".qptiff",
+)
+
+
+@dataclass
+class SlideOutcome:
+    slide_id: str
+    path: str
+    status: str  # done / skipped / failed
+    patches: int | None = None
+    backend: str = ""
+    mpp: float | None = None
+    seconds: float = 0.0
+    reason: str = ""
+
+
+@dataclass
+class BatchResult:
+    out: Path
+    outcomes: list[SlideOutcome] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[SlideOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+
+def discover_slides(
+    inputs: Sequence[str | Path], suffixes: tuple[str, ...] = SLIDE_SUFFIXES
+) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Slide paths (sorted, unique) and ``(input, reason)`` for inputs that are not usable."""
+    found: list[Path] = []
+    problems: list[tuple[str, str]] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            hits = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+            if not hits:
+                problems.append((str(path), "no slide files found in folder"))
+            found.extend(hits)
+        elif path.is_file() and path.suffix.lower() in suffixes:
+            found.append(path)
+        elif path.is_file():
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as err:
+                problems.append((str(path), f"not a slide and not a readable list file ({err})"))
+                continue
+            entries = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+            sub, sub_problems = discover_slides(
+                [p if Path(p).is_absolute() else path.parent / p for p in entries], suffixes
+            )
+            found.extend(sub)
+            problems.extend(sub_problems)
+        else:
+            problems.append((str(path), "no such file or folder"))
+    unique: dict[Path, Path] = {}
+    dicom_dirs: set[Path] = set()
+    for p in found:
+        if p.suffix.lower() == ".dcm":
+            if p.parent in dicom_dirs:
+                continue
+            dicom_dirs.add(p.parent)
+        unique.setdefault(p.resolve(), p)
+    return list(unique.values()), problems
+
+
+def slide_ids(paths: Sequence[Path]) -> list[str]:
+    """File stems, made unique by prefixing parent folder names where two slides share a stem."""
+    ids = [_dicom_id(p) if p.suffix.lower() == ".dcm" else slide_name(p) for p in paths]
+    for depth in range(1, 6):
+        dupes = {i for i in ids if ids.count(i) > 1}
+        if not dupes:
+            break
+        ids = [
+            "__".join([*p.parts[-1 - depth : -1], slide_name(p)]) if ids[k] in dupes else ids[k]
+            for k, p in enumerate(paths)
+        ]
+    return ids
+
+
+def _dicom_id(path: Path) -> str:
+    """A DICOM series is named after its folder, unless the folder also holds other slides."""
+    others = [p for p in path.parent.iterdir() if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES]
+    return path.parent.name if all(p.suffix.lower() == ".dcm" for p in others) else slide_name(path)
+
+
+def tile_slides(
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    config: PipelineConfig,
+    *,
+    mpp: float | None = None,
+    scheduler: str = "threads",
+    workers: int = 0,
+    progress: bool = True,
+) -> BatchResult:
+    """Tile every slide of ``inputs`` into ``out``; finished slides are skipped, failures reported."""
+    cfg = config.tile
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out)
+    result = BatchResult(out)
+    paths, problems = discover_slides(inputs)
+    for name, reason in problems:
+        result.outcomes.append(SlideOutcome(Path(name).name, name, "failed", reason=reason))
+    config_hash = tile_config_hash(cfg, mpp)
+    jobs: list[SlideJob] = []
+    for path, sid in zip(paths, slide_ids(paths), strict=True):
+        job = SlideJob(str(path), sid, str(out), cfg, mpp, config_hash)
+        try:
+            reason = verify_store(job.final_store, config_hash, slide_fingerprint(path))
+        except OSError as err:
+            result.outcomes.append(SlideOutcome(sid, str(path), "failed", reason=f"{path}: {err.strerror}"))
+            continue
+        if reason is None:
+            attrs = _store_summary(job.final_store)
+            result.outcomes.append(
+                SlideOutcome(sid, str(path), "skipped", attrs["n"], attrs["backend"], attrs["mpp"], reason="complete")
+            )
+            continue
+        if job.final_store.exists():
+            log.info("%s: redoing %s (%s)", sid, job.final_store.name, reason)
+        jobs.append(job)
+
+    with TaskRunner(scheduler, workers, progress) as runner:
+        started = time.perf_counter()
+        plans = runner.map(plan_slide, [(j,) for j in jobs], desc="plan", unit="slide")
+        ok: list[SlidePlan] = []
+        for job, plan in zip(jobs, plans, strict=True):
+            if isinstance(plan, Failure):
+                _fail(result, job, plan)
+            else:
+                ok.append(plan)
+        tasks = [(plan, idx) for plan in ok for idx in plan.blocks]
+        written = runner.map(write_block, tasks, desc="tile", weights=[len(idx) for _, idx in tasks], unit="patch")
+        elapsed = time.perf_counter() - started
+    per_slide: dict[str, list[Any]] = {}
+    for (plan, _), res in zip(tasks, written, strict=True):
+        per_slide.setdefault(plan.job.slide_id, []).append(res)
+    for plan in ok:
+        results = per_slide.get(plan.job.slide_id, [])
+        failure = next((r for r in results if isinstance(r, Failure)), None)
+        if failure is not None:
+            _fail(result, plan.job, failure)
+            continue
+        try:
+            row = finalize_slide(plan, sum(results), plan.seconds + elapsed)
+        except Exception as err:
+            _fail(result, plan.job, Failure(str(err)))
+            continue
+        result.outcomes.append(
+            SlideOutcome(
+                plan.job.slide_id,
+                plan.job.path,
+                "done",
+                row["patches"],
+                row["backend"],
+                row["mpp"],
+                round(plan.seconds, 2),
+            )
+        )
+    _write_summary(result)
+    return result
+
+
+def _fail(result: BatchResult, job: SlideJob, failure: Failure) -> None:
+    log.error("%s: %s", job.slide_id, failure.reason)
+    log.debug("%s", failure.details)
+    if job.tmp_store.exists():
+        shutil.rmtree(job.tmp_store, ignore_errors=True)
+    result.outcomes.append(SlideOutcome(job.slide_id, job.path, "failed", reason=failure.reason))
+
+
+def _store_summary(path: Path) -> dict[str, Any]:
+    import zarr
+
+    attrs = zarr.open_group(str(path), mode="r").attrs["wsi_pipeline"]
+    return {"n": attrs["n_patches"], "backend": attrs["slide"]["backend"], "mpp": attrs["slide"]["mpp"]}
+
+
+def summary_table(outcomes: Sequence[SlideOutcome]) -> str:
+    """A plain-text table, one row per slide, failures last."""
+    order = {"done": 0, "skipped": 1, "failed": 2}
+    rows = sorted(outcomes, key=lambda o: (order[o.status], o.slide_id))
+    header = ("slide", "status", "patches", "backend", "mpp", "reason")
+    body = [
+        (
+            o.slide_id,
+            o.status,
+            "" if o.patches is None else str(o.patches),
+            o.backend,
+            "" if o.mpp is None else f"{o.mpp:.4g}",
+            o.reason,
+        )
+        for o in rows
+    ]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in [header, *body]]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _write_summary(result: BatchResult) -> None:
+    rows = [o.__dict__ for o in result.outcomes]
+    write_json_atomic(result.out / "summary.json", rows)
+    cols = ("slide_id", "path", "status", "patches", "backend", "mpp", "seconds", "reason")
+    lines = ["\t".join(cols)] + ["\t".join("" if r[c] is None else str(r[c]) for c in cols) for r in rows]
+    write_text_atomic(result.out / "summary.tsv", "\n".join(lines) + "\n")

@@ -1,0 +1,169 @@
+"""``tile --annotations``: labeled patches and COCO from slide-level GeoJSON annotations.
+
+This is how a lab builds its labeled set: lesions annotated in QuPath (or our synthetic ground
+truth, or a third-party file such as the CRIC fields) become 1200 x 1200 patches at the target mpp
+around every lesion, plus sampled lesion-free negatives, split train/val/test **by slide**. Labels are
+mapped through the taxonomy; labels outside the four classes are counted and reported.
+
+Each slide's annotation file is ``<slide_id>.geojson`` in the annotations folder, or the one GeoJSON
+whose name contains the slide id (``cric-<id>-gt.geojson``). Plain images (PNG/JPEG/WebP) are accepted
+as slides; they need ``--mpp``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from wsi_pipeline import __version__
+from wsi_pipeline.config import PipelineConfig, config_to_dict, save_config
+from wsi_pipeline.data.coco import CocoBuilder
+from wsi_pipeline.data.geojson_io import read_geojson
+from wsi_pipeline.data.labeled_patches import FrameReader, cut_labeled_patches
+from wsi_pipeline.data.splits import SPLITS, assign_splits
+from wsi_pipeline.io import write_json_atomic
+from wsi_pipeline.slide import open_slide
+from wsi_pipeline.slide.open import IMAGE_SUFFIXES
+from wsi_pipeline.taxonomy import LabelTally
+from wsi_pipeline.tiling.batch import SLIDE_SUFFIXES, discover_slides, slide_ids
+from wsi_pipeline.types import Annotation, Box
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LabeledResult:
+    out: Path
+    tally: LabelTally = field(default_factory=LabelTally)
+    per_split: dict[str, dict[str, int]] = field(default_factory=dict)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def report(self) -> str:
+        lines = [f"labels: {self.tally.summary()}"]
+        for split in SPLITS:
+            c = self.per_split.get(split, {})
+            lines.append(
+                f"{split}: {c.get('slides', 0)} slide(s), {c.get('patches', 0)} patch(es), {c.get('boxes', 0)} box(es)"
+            )
+        lines += [f"FAILED {sid}: {reason}" for sid, reason in self.failures]
+        return "\n".join(lines)
+
+
+def find_annotation(annotations: Path, slide_id: str) -> Path:
+    """The GeoJSON for ``slide_id``: ``annotations`` itself if it is a file, else a match in the folder."""
+    if annotations.is_file():
+        return annotations
+    exact = annotations / f"{slide_id}.geojson"
+    if exact.is_file():
+        return exact
+    hits = sorted(p for p in annotations.rglob("*.geojson") if slide_id in p.stem)
+    if len(hits) == 1:
+        return hits[0]
+    if not hits:
+        raise ValueError(f"{slide_id}: no GeoJSON named after it in {annotations}")
+    raise ValueError(f"{slide_id}: several GeoJSON files match in {annotations}: {', '.join(p.name for p in hits)}")
+
+
+def cut_labeled_dataset(
+    inputs: Sequence[str | Path],
+    annotations: str | Path,
+    out: str | Path,
+    config: PipelineConfig,
+    *,
+    mpp: float | None = None,
+    progress: bool = True,
+) -> LabeledResult:
+    cfg = config.tile
+    out, annotations = Path(out), Path(annotations)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out)
+    result = LabeledResult(out)
+    paths, problems = discover_slides(inputs, suffixes=SLIDE_SUFFIXES + IMAGE_SUFFIXES)
+    result.failures += [(Path(name).name, reason) for name, reason in problems]
+    ids = slide_ids(paths)
+    roles = assign_splits(len(paths), cfg.labels.split, cfg.labels.seed)
+    builders = {s: CocoBuilder(info=_info(config, s)) for s in SPLITS}
+    for k, (path, sid, role) in enumerate(
+        tqdm(list(zip(paths, ids, roles, strict=True)), desc="labeled", unit="slide", disable=not progress)
+    ):
+        try:
+            records, mpp_used, scale = _slide_patches(path, sid, annotations, config, mpp, role, out, result.tally, k)
+        except Exception as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            log.error("%s: %s", sid, reason)
+            result.failures.append((sid, reason))
+            continue
+        counts = result.per_split.setdefault(role, {"slides": 0, "patches": 0, "boxes": 0})
+        counts["slides"] += 1
+        for rec in records:
+            builders[role].add_record(
+                rec,
+                slide_id=sid,
+                mpp=cfg.target_mpp,
+                slide_mpp=mpp_used,
+                scale=scale,
+                x0_level0=round(rec.x0 * scale),
+                y0_level0=round(rec.y0 * scale),
+            )
+            counts["patches"] += 1
+            counts["boxes"] += sum(not lab.ignore for lab in rec.labels)
+    for split, builder in builders.items():
+        builder.write(out / f"{split}.json")
+    write_json_atomic(
+        out / "labels_report.json",
+        {
+            "mapped": dict(result.tally.mapped),
+            "not_detector_classes": dict(result.tally.other),
+            "unknown": dict(result.tally.unknown),
+            "splits": result.per_split,
+            "failures": [{"slide_id": s, "reason": r} for s, r in result.failures],
+        },
+    )
+    return result
+
+
+def _slide_patches(
+    path: Path,
+    sid: str,
+    annotations: Path,
+    config: PipelineConfig,
+    mpp: float | None,
+    role: str,
+    out: Path,
+    tally: LabelTally,
+    index: int,
+) -> tuple[list[Any], float, float]:
+    cfg = config.tile
+    ann_path = find_annotation(annotations, sid)
+    level0 = read_geojson(ann_path, tally)
+    with open_slide(path, cfg.backend if path.suffix.lower() not in IMAGE_SUFFIXES else "auto", mpp) as reader:
+        frame = FrameReader(reader, cfg.target_mpp)
+        in_frame = [
+            Annotation(
+                Box(a.box.x0 / frame.scale, a.box.y0 / frame.scale, a.box.x1 / frame.scale, a.box.y1 / frame.scale),
+                a.label,
+                a.properties,
+            )
+            for a in level0
+        ]
+        rng = np.random.default_rng([cfg.labels.seed, index, 99])
+        records = cut_labeled_patches(frame, sid, frame.size, in_frame, cfg.labels.export, rng, out / role)
+        return records, reader.require_mpp(), frame.scale
+
+
+def _info(config: PipelineConfig, split: str) -> dict[str, Any]:
+    return {
+        "description": f"labeled patches ({split}) from slide annotations",
+        "wsi_pipeline_version": __version__,
+        "mpp": config.tile.target_mpp,
+        "patch_size": config.tile.labels.export.patch_size,
+        "image_root": split,
+        "coordinates": "bbox in patch pixels; x0/y0 target-frame, x0_level0/y0_level0 slide level-0 pixels",
+        "config": config_to_dict(config),
+    }

@@ -1,0 +1,122 @@
+"""Run many small tasks on a Dask scheduler with a progress bar; a failing task becomes a value.
+
+``scheduler`` is ``"threads"`` (default), ``"processes"``, ``"sync"``, or the address of a running
+``dask.distributed`` scheduler (``tcp://host:8786``). Tasks are top-level functions with picklable
+arguments, so every scheduler can run them.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tqdm import tqdm
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A task that raised: its one-line reason (and the traceback for -vv logging)."""
+
+    reason: str
+    details: str = ""
+
+
+class Guarded:
+    """Picklable wrapper turning exceptions into :class:`Failure` values."""
+
+    def __init__(self, fn: Callable[..., Any]):
+        self.fn = fn
+
+    def __call__(self, *args: Any) -> Any:
+        try:
+            return self.fn(*args)
+        except Exception as err:
+            text = str(err).strip().splitlines()
+            reason = text[0] if text else type(err).__name__
+            if not isinstance(err, ValueError | OSError):
+                reason = f"{type(err).__name__}: {reason}"
+            return Failure(reason, traceback.format_exc())
+
+
+def is_distributed(scheduler: str) -> bool:
+    return "://" in scheduler or (":" in scheduler and scheduler.rsplit(":", 1)[-1].isdigit())
+
+
+class TaskRunner:
+    """Map a function over argument tuples on one Dask scheduler, results in input order."""
+
+    def __init__(self, scheduler: str = "threads", workers: int = 0, progress: bool = True):
+        self.scheduler = scheduler
+        self.workers = workers or os.cpu_count() or 1
+        self.progress = progress
+        self._client = None
+        if is_distributed(scheduler):
+            from distributed import Client
+
+            self._client = Client(scheduler)
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        args: Sequence[tuple[Any, ...]],
+        desc: str,
+        weights: Sequence[int] | None = None,
+        unit: str = "task",
+    ) -> list[Any]:
+        guarded = Guarded(fn)
+        weights = list(weights) if weights is not None else [1] * len(args)
+        with tqdm(total=sum(weights), desc=desc, unit=unit, disable=not self.progress, unit_scale=True) as bar:
+            if not args:
+                return []
+            if self._client is not None:
+                return self._map_distributed(guarded, args, weights, bar)
+            return self._map_local(guarded, args, weights, bar)
+
+    def _map_local(self, guarded: Guarded, args: Sequence[tuple[Any, ...]], weights: list[int], bar: tqdm) -> list[Any]:
+        import dask
+        from dask.callbacks import Callback
+
+        tasks = [dask.delayed(guarded, pure=False)(*a, dask_key_name=f"task-{i}") for i, a in enumerate(args)]
+        weight_of = {f"task-{i}": w for i, w in enumerate(weights)}
+
+        class _Progress(Callback):
+            def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+                bar.update(weight_of.get(key, 0))
+
+        kwargs: dict[str, Any] = {"scheduler": self.scheduler}
+        if self.scheduler != "sync":
+            kwargs["num_workers"] = self.workers
+        with _Progress():
+            return list(dask.compute(*tasks, **kwargs))
+
+    def _map_distributed(
+        self, guarded: Guarded, args: Sequence[tuple[Any, ...]], weights: list[int], bar: tqdm
+    ) -> list[Any]:
+        from distributed import as_completed
+
+        assert self._client is not None
+        futures = [self._client.submit(guarded, *a, pure=False) for a in args]
+        index = {f.key: i for i, f in enumerate(futures)}
+        results: list[Any] = [None] * len(futures)
+        for fut in as_completed(futures):
+            i = index[fut.key]
+            try:
+                results[i] = fut.result()
+            except Exception as err:  # a worker died or the task could not be shipped
+                results[i] = Failure(f"{type(err).__name__}: {err}".splitlines()[0], traceback.format_exc())
+            bar.update(weights[i])
+        return results
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> TaskRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
