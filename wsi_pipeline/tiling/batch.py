@@ -141,7 +141,7 @@ def tile_slides(
     result = BatchResult(out)
     paths, problems = discover_slides(inputs)
     for name, reason in problems:
-        result.outcomes.append(SlideOutcome(Path(name).name, name, "failed", reason=reason))
+        result.outcomes.append(SlideOutcome(slide_name(name), name, "failed", reason=reason))
     config_hash = tile_config_hash(cfg, mpp)
     jobs: list[SlideJob] = []
     for path, sid in zip(paths, slide_ids(paths), strict=True):

@@ -30,6 +30,7 @@ from wsi_pipeline.data.splits import SPLITS, assign_splits
 from wsi_pipeline.io import write_json_atomic
 from wsi_pipeline.slide import open_slide
 from wsi_pipeline.slide.open import IMAGE_SUFFIXES
+from wsi_pipeline.slide.reader import slide_name
 from wsi_pipeline.taxonomy import LabelTally
 from wsi_pipeline.tiling.batch import SLIDE_SUFFIXES, discover_slides, slide_ids
 from wsi_pipeline.types import Annotation, Box
@@ -85,7 +86,7 @@ def cut_labeled_dataset(
     save_config(config, out)
     result = LabeledResult(out)
     paths, problems = discover_slides(inputs, suffixes=SLIDE_SUFFIXES + IMAGE_SUFFIXES)
-    result.failures += [(Path(name).name, reason) for name, reason in problems]
+    result.failures += [(slide_name(name), reason) for name, reason in problems]
     ids = slide_ids(paths)
     roles = assign_splits(len(paths), cfg.labels.split, cfg.labels.seed)
     builders = {s: CocoBuilder(info=_info(config, s)) for s in SPLITS}
