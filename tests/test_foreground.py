@@ -39,3 +39,16 @@ def test_illumination_drift_is_not_foreground():
     ramp = np.linspace(246, 226, w, dtype=np.float32)  # 8% darker glass across the field, no cells
     img = np.repeat(np.repeat(ramp[None, :, None], h, axis=0), 3, axis=2).astype(np.uint8)
     assert foreground_mask(img, 4.0).mean() == 0.0
+
+
+def test_bright_outlier_pixels_do_not_raise_the_glass_level():
+    """JPEG ringing beside dark nuclei leaves pixels brighter than glass; they must not make the
+    surrounding glass look stained."""
+    rng = np.random.default_rng(0)
+    img = np.full((600, 600, 3), 228, np.uint8)
+    ys, xs = rng.integers(0, 600, 1800), rng.integers(0, 600, 1800)  # 0.5% hot pixels
+    img[ys, xs] = 255
+    img[300:306, 300:306] = 90  # one small dark object
+    mask = foreground_mask(img, 4.0)
+    assert mask[300:306, 300:306].all()
+    assert mask.mean() < 0.01

@@ -209,7 +209,7 @@ class TileConfig:
     backend: Literal["auto", "tifffile", "openslide"] = "auto"
     compressor: Literal["lz4", "zstd", "none"] = "lz4"  # Blosc codec for stored patch pixels
     block_rows: int = 2  # patches per parallel task: a block of grid rows x columns read in one go
-    block_cols: int = 8
+    block_cols: int = 4
     foreground: ForegroundConfig = field(default_factory=ForegroundConfig)
     labels: LabeledPatchesConfig = field(default_factory=LabeledPatchesConfig)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import cv2
@@ -27,7 +28,10 @@ class TiffReader(SlideReader):
     def __init__(self, path: str | Path, mpp_override: float | None = None):
 
         self._path = Path(path)
-        self._local = threading.local()
+        self._local = threading.local()  # one TiffFile per thread: file positions are per handle
+        self._handles: list = []
+        self._handles_lock = threading.Lock()
+        self._seams = SeamCache()
         tf = self._open()
         try:
             series = tf.series[0]
@@ -80,16 +84,9 @@ class TiffReader(SlideReader):
                 raise SlideError(f"{self._path}: not a readable TIFF: {type(err).__name__}: {err}") from err
             self._local.tif = tf
             self._local.arrays = {}
-            self._all().append(tf)
+            with self._handles_lock:
+                self._handles.append(tf)
         return tf
-
-    _registry_lock = threading.Lock()
-
-    def _all(self) -> list:
-        with self._registry_lock:
-            if not hasattr(self, "_handles"):
-                self._handles: list = []
-            return self._handles
 
     def _array(self, level: int):
         import zarr
@@ -104,7 +101,11 @@ class TiffReader(SlideReader):
     def _read_level(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         ds = self.info.levels[level].downsample
         lx, ly = round(x / ds), round(y / ds)
-        return np.asarray(self._array(level)[ly : ly + height, lx : lx + width])[..., :3]
+        tf = self._open()
+        page = tf.series[0].levels[level].keyframe
+        if not page.is_tiled:  # strips, NDPI restart-marker JPEG, ...: tifffile's zarr store handles them
+            return np.asarray(self._array(level)[ly : ly + height, lx : lx + width])[..., :3]
+        return _read_tiles(tf, page, level, lx, ly, width, height, self._seams)
 
     def read_level(self, level: int) -> np.ndarray:
         """A whole level (small levels only)."""
@@ -119,9 +120,78 @@ class TiffReader(SlideReader):
         return super().associated_image(name)
 
     def close(self) -> None:
-        for tf in self._all():
-            tf.close()
-        self._handles.clear()
+        with self._handles_lock:
+            for tf in self._handles:
+                tf.close()
+            self._handles.clear()
+        self._local = threading.local()
+
+
+class SeamCache:
+    """Decoded tiles that a read used only in part: the neighbouring read (the next block of a tiling
+    job, in any thread) needs the rest, so it is kept instead of decoded again. Bounded LRU."""
+
+    def __init__(self, max_bytes: int = 256 << 20):
+        self.max_bytes = max_bytes
+        self._tiles: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[int, int]) -> np.ndarray | None:
+        with self._lock:
+            tile = self._tiles.get(key)
+            if tile is not None:
+                self._tiles.move_to_end(key)
+            return tile
+
+    def put(self, key: tuple[int, int], tile: np.ndarray) -> None:
+        with self._lock:
+            if key in self._tiles:
+                return
+            self._tiles[key] = tile
+            self._bytes += tile.nbytes
+            while self._bytes > self.max_bytes and self._tiles:
+                _, old = self._tiles.popitem(last=False)
+                self._bytes -= old.nbytes
+
+
+def _read_tiles(
+    tf, page, level: int, x: int, y: int, width: int, height: int, cache: SeamCache | None = None
+) -> np.ndarray:
+    """Decode only the file tiles that cover the region (tifffile's own decoder, no zarr layer)."""
+    tw, th = page.tilewidth, page.tilelength
+    across = -(-page.imagewidth // tw)
+    tx0, tx1 = x // tw, (x + width - 1) // tw
+    ty0, ty1 = y // th, (y + height - 1) // th
+    indices = [ty * across + tx for ty in range(ty0, ty1 + 1) for tx in range(tx0, tx1 + 1)]
+    out = np.empty((height, width, 3), np.uint8)
+
+    def paste(index: int, tile: np.ndarray | None) -> None:
+        top, left = (index // across) * th, (index % across) * tw
+        if tile is None:  # a missing tile reads as white glass
+            out[max(top - y, 0) : max(top + th - y, 0), max(left - x, 0) : max(left + tw - x, 0)] = 255
+            return
+        r0, r1 = max(top, y), min(top + tile.shape[0], y + height, page.imagelength)
+        c0, c1 = max(left, x), min(left + tile.shape[1], x + width, page.imagewidth)
+        if r1 > r0 and c1 > c0:
+            out[r0 - y : r1 - y, c0 - x : c1 - x] = tile[r0 - top : r1 - top, c0 - left : c1 - left]
+        partial = top + th > y + height or left + tw > x + width or top < y or left < x
+        if cache is not None and partial:
+            cache.put((level, index), tile)
+
+    todo = []
+    for index in indices:
+        tile = cache.get((level, index)) if cache is not None else None
+        if tile is not None:
+            paste(index, tile)
+        else:
+            todo.append(index)
+    offsets = [page.dataoffsets[i] for i in todo]
+    counts = [page.databytecounts[i] for i in todo]
+    for data, index in tf.filehandle.read_segments(offsets, counts, indices=todo):
+        segment = page.decode(data, index, jpegtables=page.jpegtables)[0] if data else None
+        paste(index, None if segment is None else segment[0, ..., :3])
+    return out
 
 
 def _tiff_metadata(tf, page) -> tuple[str, float | None, float | None]:

@@ -106,18 +106,21 @@ class SlideReader(ABC):
         """``(height, width, 3)`` of ``level`` from level-0 ``(x, y)``; outside the slide is white."""
         lv = self.info.levels[level]
         lx, ly = math.floor(x / lv.downsample), math.floor(y / lv.downsample)
-        out = np.full((height, width, 3), 255, np.uint8)
         x0, y0 = max(lx, 0), max(ly, 0)
         x1, y1 = min(lx + width, lv.width), min(ly + height, lv.height)
+        pixels = None
         if x1 > x0 and y1 > y0:
             try:
                 pixels = self._read_level(level, round(x0 * lv.downsample), round(y0 * lv.downsample), x1 - x0, y1 - y0)
             except SlideError:
                 raise
             except Exception as err:  # backends raise their own types; callers get one clear error
-                raise SlideError(
-                    f"{self.info.path}: cannot read level {level} at ({x}, {y}): {_one_line(err)}"
-                ) from err
+                where = f"level {level} at ({x}, {y})"
+                raise SlideError(f"{self.info.path}: cannot read {where}: {_one_line(err)}") from err
+            if (x0, y0, x1, y1) == (lx, ly, lx + width, ly + height):
+                return pixels  # entirely inside the level: no padding copy
+        out = np.full((height, width, 3), 255, np.uint8)
+        if pixels is not None:
             out[y0 - ly : y1 - ly, x0 - lx : x1 - lx] = pixels
         return out
 

@@ -171,7 +171,7 @@ def _blocks(grid: Grid, block_rows: int, block_cols: int) -> tuple[np.ndarray, .
 
 def _write_qc(path: Path, thumb: np.ndarray, mask: np.ndarray, kept: np.ndarray, dropped: np.ndarray) -> None:
     with atomic_path(path) as tmp:
-        Image.fromarray(qc_overlay(thumb, mask, kept, dropped)).save(tmp, format="PNG")
+        Image.fromarray(qc_overlay(thumb, mask, kept, dropped)).save(tmp, format="PNG", compress_level=1)
 
 
 def write_block(plan: SlidePlan, indices: np.ndarray) -> int:
@@ -182,10 +182,8 @@ def write_block(plan: SlidePlan, indices: np.ndarray) -> int:
     ux, uy = int(xs.min()), int(ys.min())
     width, height = int(xs.max()) - ux + p, int(ys.max()) - uy + p
     region = reader.read_region(ux * plan.scale, uy * plan.scale, width, height, mpp=job.cfg.target_mpp)
-    patches = [
-        np.ascontiguousarray(region[y - uy : y - uy + p, x - ux : x - ux + p]) for x, y in zip(xs, ys, strict=True)
-    ]
-    write_patches(job.tmp_store, indices, patches)
+    patches = [region[y - uy : y - uy + p, x - ux : x - ux + p] for x, y in zip(xs, ys, strict=True)]
+    write_patches(job.tmp_store, indices, patches, job.cfg.compressor)
     return len(indices)
 
 
