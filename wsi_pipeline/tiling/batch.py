@@ -19,7 +19,15 @@ from wsi_pipeline.config import PipelineConfig, save_config
 from wsi_pipeline.io import write_json_atomic, write_text_atomic
 from wsi_pipeline.slide.reader import slide_name
 from wsi_pipeline.tiling.runner import Failure, TaskRunner
-from wsi_pipeline.tiling.slide_job import SlideJob, SlidePlan, finalize_slide, plan_slide, tile_config_hash, write_block
+from wsi_pipeline.tiling.slide_job import (
+    SlideJob,
+    SlidePlan,
+    finalize_slide,
+    plan_slide,
+    tile_config_hash,
+    write_block,
+    write_qc,
+)
 from wsi_pipeline.tiling.store import slide_fingerprint, verify_store
 
 log = logging.getLogger(__name__)
@@ -165,17 +173,27 @@ def tile_slides(
         started = time.perf_counter()
         plans = runner.map(plan_slide, [(j,) for j in jobs], desc="plan", unit="slide")
         ok: list[SlidePlan] = []
-        for job, plan in zip(jobs, plans, strict=True):
-            if isinstance(plan, Failure):
-                _fail(result, job, plan)
-            else:
-                ok.append(plan)
-        tasks = [(plan, idx) for plan in ok for idx in plan.blocks]
-        written = runner.map(write_block, tasks, desc="tile", weights=[len(idx) for _, idx in tasks], unit="patch")
+        calls: list[tuple[Any, tuple[Any, ...]]] = []
+        owners: list[str] = []
+        weights: list[int] = []
+        for job, planned in zip(jobs, plans, strict=True):
+            if isinstance(planned, Failure):
+                _fail(result, job, planned)
+                continue
+            plan, qc = planned
+            ok.append(plan)
+            calls.append((write_qc, (qc,)))
+            owners.append(job.slide_id)
+            weights.append(0)
+            for idx in plan.blocks:
+                calls.append((write_block, (plan, idx)))
+                owners.append(job.slide_id)
+                weights.append(len(idx))
+        written = runner.run(calls, desc="tile", weights=weights, unit="patch")
         elapsed = time.perf_counter() - started
     per_slide: dict[str, list[Any]] = {}
-    for (plan, _), res in zip(tasks, written, strict=True):
-        per_slide.setdefault(plan.job.slide_id, []).append(res)
+    for owner, res in zip(owners, written, strict=True):
+        per_slide.setdefault(owner, []).append(res)
     for plan in ok:
         results = per_slide.get(plan.job.slide_id, [])
         failure = next((r for r in results if isinstance(r, Failure)), None)

@@ -66,20 +66,32 @@ class TaskRunner:
         weights: Sequence[int] | None = None,
         unit: str = "task",
     ) -> list[Any]:
-        guarded = Guarded(fn)
-        weights = list(weights) if weights is not None else [1] * len(args)
+        """``fn(*a)`` for every ``a`` in ``args``."""
+        return self.run([(fn, a) for a in args], desc, weights, unit)
+
+    def run(
+        self,
+        calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]],
+        desc: str,
+        weights: Sequence[int] | None = None,
+        unit: str = "task",
+    ) -> list[Any]:
+        """``fn(*args)`` for every ``(fn, args)`` call, in parallel; results (or :class:`Failure`) in order.
+        ``weights`` say how much of the progress bar each call fills."""
+        guarded = [(Guarded(fn), a) for fn, a in calls]
+        weights = list(weights) if weights is not None else [1] * len(calls)
         with tqdm(total=sum(weights), desc=desc, unit=unit, disable=not self.progress, unit_scale=True) as bar:
-            if not args:
+            if not calls:
                 return []
             if self._client is not None:
-                return self._map_distributed(guarded, args, weights, bar)
-            return self._map_local(guarded, args, weights, bar)
+                return self._run_distributed(guarded, weights, bar)
+            return self._run_local(guarded, weights, bar)
 
-    def _map_local(self, guarded: Guarded, args: Sequence[tuple[Any, ...]], weights: list[int], bar: tqdm) -> list[Any]:
+    def _run_local(self, calls: list[tuple[Guarded, tuple[Any, ...]]], weights: list[int], bar: tqdm) -> list[Any]:
         import dask
         from dask.callbacks import Callback
 
-        tasks = [dask.delayed(guarded, pure=False)(*a, dask_key_name=f"task-{i}") for i, a in enumerate(args)]
+        tasks = [dask.delayed(fn, pure=False)(*a, dask_key_name=f"task-{i}") for i, (fn, a) in enumerate(calls)]
         weight_of = {f"task-{i}": w for i, w in enumerate(weights)}
 
         class _Progress(Callback):
@@ -92,13 +104,13 @@ class TaskRunner:
         with _Progress():
             return list(dask.compute(*tasks, **kwargs))
 
-    def _map_distributed(
-        self, guarded: Guarded, args: Sequence[tuple[Any, ...]], weights: list[int], bar: tqdm
+    def _run_distributed(
+        self, calls: list[tuple[Guarded, tuple[Any, ...]]], weights: list[int], bar: tqdm
     ) -> list[Any]:
         from distributed import as_completed
 
         assert self._client is not None
-        futures = [self._client.submit(guarded, *a, pure=False) for a in args]
+        futures = [self._client.submit(fn, *a, pure=False) for fn, a in calls]
         index = {f.key: i for i, f in enumerate(futures)}
         results: list[Any] = [None] * len(futures)
         for fut in as_completed(futures):

@@ -1,8 +1,9 @@
 """One slide's tiling, as three kinds of task that a scheduler can spread over workers.
 
 1. :func:`plan_slide`: open the slide, compute the grid at the target mpp, the cell-foreground mask
-   on a thumbnail and each patch's foreground fraction; write the QC image; create the (temporary)
-   store with its patch table. Returns the blocks of patches to read.
+   on a thumbnail and each patch's foreground fraction; create the (temporary) store with its patch
+   table. Returns the blocks of patches to read, and the inputs of :func:`write_qc`, which runs
+   beside the block tasks.
 2. :func:`write_block`: read one block of neighbouring patches as a single region (each file tile is
    decoded once per block, not once per patch) and write the patches into the store.
 3. :func:`finalize_slide`: check every patch was written, mark the store complete, rename it into place.
@@ -98,7 +99,18 @@ def foreground_params(cfg: TileConfig) -> ForegroundParams:
     return ForegroundParams(f.od_threshold, f.saturation_threshold, f.dilate_um, f.min_object_um2, f.glass_window_um)
 
 
-def plan_slide(job: SlideJob) -> SlidePlan:
+@dataclass(frozen=True)
+class QcJob:
+    """Inputs of a slide's QC image; boxes are xyxy in thumbnail pixels."""
+
+    path: Path
+    thumb: np.ndarray
+    mask: np.ndarray
+    kept: np.ndarray
+    dropped: np.ndarray
+
+
+def plan_slide(job: SlideJob) -> tuple[SlidePlan, QcJob]:
     start = time.perf_counter()
     cfg = job.cfg
     reader = cached_reader(job.path, cfg.backend, job.mpp_override)
@@ -113,7 +125,7 @@ def plan_slide(job: SlideJob) -> SlidePlan:
     fractions = region_fractions(mask, boxes) if len(grid) else np.zeros(0, np.float32)
     keep = fractions >= cfg.min_foreground
     kept = grid.subset(keep)
-    _write_qc(Path(job.out_dir) / f"{job.slide_id}.qc.png", thumb, mask, boxes[keep], boxes[~keep])
+    qc = QcJob(Path(job.out_dir) / f"{job.slide_id}.qc.png", thumb, mask, boxes[keep], boxes[~keep])
 
     table = {
         "x": kept.x0,
@@ -154,9 +166,10 @@ def plan_slide(job: SlideJob) -> SlidePlan:
         shutil.rmtree(job.tmp_store)
     create_store(job.tmp_store, table, cfg.patch_size, cfg.coords_only, cfg.compressor, attrs)
     blocks = () if cfg.coords_only else _blocks(kept, cfg.block_rows, cfg.block_cols)
-    return SlidePlan(
+    plan = SlidePlan(
         job, len(kept), blocks, kept.x_t, kept.y_t, grid.scale, info.backend, mpp, time.perf_counter() - start
     )
+    return plan, qc
 
 
 def _blocks(grid: Grid, block_rows: int, block_cols: int) -> tuple[np.ndarray, ...]:
@@ -169,9 +182,11 @@ def _blocks(grid: Grid, block_rows: int, block_cols: int) -> tuple[np.ndarray, .
     return tuple(np.split(order, splits))
 
 
-def _write_qc(path: Path, thumb: np.ndarray, mask: np.ndarray, kept: np.ndarray, dropped: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        Image.fromarray(qc_overlay(thumb, mask, kept, dropped)).save(tmp, format="PNG", compress_level=1)
+def write_qc(qc: QcJob) -> int:
+    """The QC image: foreground tinted, kept patches outlined (runs beside the block tasks)."""
+    with atomic_path(qc.path) as tmp:
+        Image.fromarray(qc_overlay(qc.thumb, qc.mask, qc.kept, qc.dropped)).save(tmp, format="PNG", compress_level=1)
+    return 0
 
 
 def write_block(plan: SlidePlan, indices: np.ndarray) -> int:
