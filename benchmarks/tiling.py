@@ -112,6 +112,30 @@ def bench_slide(path: Path, repeats: int, out_dir: Path | None) -> dict[str, flo
     }
 
 
+def bench_batch(path: Path, copies: int, repeats: int, out_dir: Path | None) -> tuple[float, float]:
+    """Speed-up from 1 to 2 workers on a batch of ``copies`` copies of one slide (plans overlap)."""
+    import shutil
+
+    from wsi_pipeline.config import load_config
+    from wsi_pipeline.slide import open_slide
+    from wsi_pipeline.tiling.batch import tile_slides
+
+    with open_slide(path) as reader:
+        mpp = reader.require_mpp()
+    cfg = load_config(None, [f"tile.target_mpp={mpp}", "tile.min_foreground=0"])
+    with tempfile.TemporaryDirectory(dir=out_dir) as folder:
+        for i in range(copies):
+            shutil.copy(path, Path(folder) / f"copy{i}{path.suffix}")
+
+        def tile(workers: int) -> None:
+            with tempfile.TemporaryDirectory(dir=out_dir) as out:
+                tile_slides([folder], out, cfg, scheduler="threads", workers=workers, progress=False)
+
+        tile(2)  # warm-up
+        t1, t2 = median_time(repeats, lambda: tile(1)), median_time(repeats, lambda: tile(2))
+    return t1, t2
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slides", nargs="*", type=Path, help="slides to measure (default: synthpap + CMU-1)")
@@ -124,6 +148,7 @@ def main() -> None:
         " raw tifffile/zarr | OpenSlide | JPEG decode only | tile / raw | uncompressed / raw | tile / OpenSlide |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    batch = bench_batch(slides[0], 3, args.repeats, args.out_dir)
     for path in slides:
         r = bench_slide(path, args.repeats, args.out_dir)
         print(
@@ -131,6 +156,10 @@ def main() -> None:
             f"{r['speedup']:.2f}x | {r['plain']:.0f} | {r['raw']:.0f} | {r['openslide']:.0f} | {r['decode']:.0f} | "
             f"{r['tile1'] / r['raw']:.2f} | {r['plain'] / r['raw']:.2f} | {r['tile1'] / r['openslide']:.2f} |"
         )
+    print(
+        f"\nBatch of 3 copies of {slides[0].name}: 1 worker {batch[0]:.2f} s, 2 workers {batch[1]:.2f} s, "
+        f"speed-up {batch[0] / batch[1]:.2f}x"
+    )
 
 
 if __name__ == "__main__":
