@@ -90,5 +90,5 @@ def test_presets_load_and_resolved_config_round_trips(tmp_path):
 
 def test_constructors_validate_without_yaml():
     assert SynthConfig(width=64).width == 64
-    with pytest.raises(ValueError, match="must be > 0"):
+    with pytest.raises(ValueError, match="greater than 0"):
         SynthConfig(width=0)

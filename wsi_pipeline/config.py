@@ -19,10 +19,10 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import field, is_dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import ConfigDict, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
 from wsi_pipeline.io import write_text_atomic
@@ -30,6 +30,28 @@ from wsi_pipeline.taxonomy import CLASS_CODES
 
 _STRICT = ConfigDict(extra="forbid")
 T = TypeVar("T")
+
+
+def _check_split(v: tuple[float, float, float]) -> tuple[float, float, float]:
+    if min(v) < 0 or abs(sum(v) - 1.0) > 1e-6:
+        raise ValueError("train/val/test fractions must be >= 0 and sum to 1")
+    return v
+
+
+def _check_range(v: tuple[float, float]) -> tuple[float, float]:
+    if not 0 <= v[0] <= v[1]:
+        raise ValueError("need 0 <= low <= high")
+    return v
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Count = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+JpegQuality = Annotated[int, Field(ge=1, le=100)]
+Split = Annotated[tuple[float, float, float], AfterValidator(_check_split)]
+Range = Annotated[tuple[float, float], AfterValidator(_check_range)]
 
 
 class ConfigError(ValueError):
@@ -40,26 +62,12 @@ class ConfigError(ValueError):
 class PatchExportConfig:
     """Labeled 1200 x 1200 patches cut around lesions, written as COCO (``synth --export-patches``)."""
 
-    patch_size: int = 1200
-    negatives_per_slide: int = 4  # lesion-free patches sampled per labeled slide
-    min_visible: float = 0.5  # a box cut by the patch edge is kept when this fraction of it is inside
-    jitter: float = 0.6  # random offset of the lesion from the patch centre, fraction of half the free room
+    patch_size: PositiveInt = 1200
+    negatives_per_slide: Count = 4  # lesion-free patches sampled per labeled slide
+    min_visible: Fraction = 0.5  # a box cut by the patch edge is kept when this fraction of it is inside
+    jitter: Fraction = 0.6  # random offset of the lesion from the patch centre, fraction of half the free room
     image_format: Literal["jpg", "png"] = "jpg"
-    jpeg_quality: int = 95
-
-    @field_validator("patch_size", "negatives_per_slide")
-    @classmethod
-    def _non_negative(cls, v: int) -> int:
-        if v < 0:
-            raise ValueError("must be >= 0")
-        return v
-
-    @field_validator("min_visible", "jitter")
-    @classmethod
-    def _unit_interval(cls, v: float) -> float:
-        if not 0.0 <= v <= 1.0:
-            raise ValueError("must be in [0, 1]")
-        return v
+    jpeg_quality: JpegQuality = 95
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -68,82 +76,33 @@ class SynthConfig:
 
     dataset: str = "synthpap-custom"  # name written into manifests
     seed: int = 0
-    labeled_slides: int = 1  # slides with exported ground truth, split train/val/test by slide
-    unlabeled_slides: int = 0  # slides of other "patients" for the unlabeled pool
-    split: tuple[float, float, float] = (0.7, 0.1, 0.2)  # train/val/test fractions of labeled slides
-    width: int = 20000  # level-0 pixels
-    height: int = 20000
-    mpp: float = 0.25  # microns per level-0 pixel
-    tile_size: int = 256  # TIFF tile edge (pixels)
-    jpeg_quality: int = 85
-    cells_per_mm2: float = 160.0  # mean squamous cellularity; varies per slide
-    negative_slide_fraction: float = 0.35  # slides without any lesion cell
-    lesions_per_mm2: float = 1.0  # mean lesion density on a positive slide; varies per slide
-    min_lesions: int = 1  # at least this many lesions on a positive slide
+    labeled_slides: Count = 1  # slides with exported ground truth, split train/val/test by slide
+    unlabeled_slides: Count = 0  # slides of other "patients" for the unlabeled pool
+    split: Split = (0.7, 0.1, 0.2)  # train/val/test fractions of labeled slides
+    width: PositiveInt = 20000  # level-0 pixels
+    height: PositiveInt = 20000
+    mpp: PositiveFloat = 0.25  # microns per level-0 pixel
+    tile_size: PositiveInt = 256  # TIFF tile edge (pixels)
+    jpeg_quality: JpegQuality = 85
+    cells_per_mm2: NonNegative = 160.0  # mean squamous cellularity; varies per slide
+    negative_slide_fraction: Fraction = 0.35  # slides without any lesion cell
+    lesions_per_mm2: NonNegative = 1.0  # mean lesion density on a positive slide; varies per slide
+    min_lesions: Count = 1  # at least this many lesions on a positive slide
     class_weights: dict[str, float] = field(
         default_factory=lambda: {"ASC-US": 0.42, "LSIL": 0.3, "HSIL": 0.18, "AGC": 0.1}
     )
-    mimics: float = 1.0  # multiplier on hard mimics: parabasal, metaplastic, degenerated, endocervical
-    inflammation: float = 1.0  # multiplier on neutrophils and lymphocytes
-    debris: float = 1.0  # multiplier on debris, mucus and bacteria-like specks
-    focus_sigma: tuple[float, float] = (0.3, 1.4)  # per-slide range of defocus blur sigma (level-0 px)
-    quicklook_size: int = 2048  # longest side of the quick-look PNG
+    mimics: NonNegative = 1.0  # multiplier on hard mimics: parabasal, metaplastic, degenerated, endocervical
+    inflammation: NonNegative = 1.0  # multiplier on neutrophils and lymphocytes
+    debris: NonNegative = 1.0  # multiplier on debris, mucus and bacteria-like specks
+    focus_sigma: Range = (0.3, 1.4)  # per-slide range of defocus blur sigma (level-0 px)
+    quicklook_size: PositiveInt = 2048  # longest side of the quick-look PNG
     export: PatchExportConfig = field(default_factory=PatchExportConfig)
-
-    @field_validator("width", "height", "tile_size", "quicklook_size")
-    @classmethod
-    def _positive_int(cls, v: int) -> int:
-        if v <= 0:
-            raise ValueError("must be > 0")
-        return v
 
     @field_validator("tile_size")
     @classmethod
     def _tile_multiple_of_16(cls, v: int) -> int:
         if v % 16:
             raise ValueError("TIFF tiles must be a multiple of 16")
-        return v
-
-    @field_validator("labeled_slides", "unlabeled_slides", "min_lesions")
-    @classmethod
-    def _count(cls, v: int) -> int:
-        if v < 0:
-            raise ValueError("must be >= 0")
-        return v
-
-    @field_validator("mpp", "cells_per_mm2", "lesions_per_mm2", "mimics", "inflammation", "debris")
-    @classmethod
-    def _non_negative_float(cls, v: float) -> float:
-        if v < 0:
-            raise ValueError("must be >= 0")
-        return v
-
-    @field_validator("jpeg_quality")
-    @classmethod
-    def _quality(cls, v: int) -> int:
-        if not 1 <= v <= 100:
-            raise ValueError("must be in 1..100")
-        return v
-
-    @field_validator("negative_slide_fraction")
-    @classmethod
-    def _fraction(cls, v: float) -> float:
-        if not 0.0 <= v <= 1.0:
-            raise ValueError("must be in [0, 1]")
-        return v
-
-    @field_validator("split")
-    @classmethod
-    def _split(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
-        if min(v) < 0 or abs(sum(v) - 1.0) > 1e-6:
-            raise ValueError("train/val/test fractions must be >= 0 and sum to 1")
-        return v
-
-    @field_validator("focus_sigma")
-    @classmethod
-    def _range(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not 0 <= v[0] <= v[1]:
-            raise ValueError("need 0 <= low <= high")
         return v
 
     @field_validator("class_weights")
@@ -161,35 +120,21 @@ class SynthConfig:
 class ForegroundConfig:
     """Cell-foreground detection on a thumbnail (``wsi_pipeline.slide.foreground``)."""
 
-    mask_mpp: float = 4.0  # thumbnail resolution, microns per pixel
+    mask_mpp: PositiveFloat = 4.0  # thumbnail resolution, microns per pixel
     od_threshold: float = 0.06  # optical density above local glass that counts as stained
     saturation_threshold: float = 0.08
-    dilate_um: float = 8.0  # margin added around cells
+    dilate_um: PositiveFloat = 8.0  # margin added around cells
     min_object_um2: float = 60.0  # smaller specks are dust
-    glass_window_um: float = 200.0  # local glass estimate window (wider than any cell)
-
-    @field_validator("mask_mpp", "dilate_um", "glass_window_um")
-    @classmethod
-    def _positive(cls, v: float) -> float:
-        if v <= 0:
-            raise ValueError("must be > 0")
-        return v
+    glass_window_um: PositiveFloat = 200.0  # local glass estimate window (wider than any cell)
 
 
 @dataclass(frozen=True, config=_STRICT)
 class LabeledPatchesConfig:
     """``tile --annotations``: labeled patches cut around annotated lesions, COCO per split (by slide)."""
 
-    split: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    split: Split = (0.7, 0.1, 0.2)
     seed: int = 0
     export: PatchExportConfig = field(default_factory=PatchExportConfig)
-
-    @field_validator("split")
-    @classmethod
-    def _split(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
-        if min(v) < 0 or abs(sum(v) - 1.0) > 1e-6:
-            raise ValueError("train/val/test fractions must be >= 0 and sum to 1")
-        return v
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -200,39 +145,18 @@ class TileConfig:
     (~0.5 um/px) set 0.5 rather than upsampling.
     """
 
-    patch_size: int = 1200  # pixels at target_mpp
-    target_mpp: float = 0.25
-    overlap: int = 0  # pixels (at target_mpp) shared by neighbouring patches
+    patch_size: PositiveInt = 1200  # pixels at target_mpp
+    target_mpp: PositiveFloat = 0.25
+    overlap: Count = 0  # pixels (at target_mpp) shared by neighbouring patches
     edge: Literal["flush", "pad", "drop"] = "flush"  # last row/column: flush with the edge, padded, dropped
-    min_foreground: float = 0.01  # keep patches whose cell-foreground fraction is at least this
+    min_foreground: Fraction = 0.01  # keep patches whose cell-foreground fraction is at least this
     coords_only: bool = False  # store the patch table only; later stages read pixels from the slide
     backend: Literal["auto", "tifffile", "openslide"] = "auto"
     compressor: Literal["lz4", "zstd", "none"] = "lz4"  # Blosc codec for stored patch pixels
-    block_rows: int = 2  # patches per parallel task: a block of grid rows x columns read in one go
-    block_cols: int = 4
+    block_rows: PositiveInt = 2  # patches per parallel task: a block of grid rows x columns read in one go
+    block_cols: PositiveInt = 4
     foreground: ForegroundConfig = field(default_factory=ForegroundConfig)
     labels: LabeledPatchesConfig = field(default_factory=LabeledPatchesConfig)
-
-    @field_validator("patch_size", "block_rows", "block_cols")
-    @classmethod
-    def _positive_int(cls, v: int) -> int:
-        if v <= 0:
-            raise ValueError("must be > 0")
-        return v
-
-    @field_validator("target_mpp")
-    @classmethod
-    def _positive_mpp(cls, v: float) -> float:
-        if v <= 0:
-            raise ValueError("must be > 0")
-        return v
-
-    @field_validator("min_foreground")
-    @classmethod
-    def _unit(cls, v: float) -> float:
-        if not 0.0 <= v <= 1.0:
-            raise ValueError("must be in [0, 1]")
-        return v
 
     @model_validator(mode="after")
     def _overlap(self) -> TileConfig:
