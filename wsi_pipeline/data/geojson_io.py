@@ -73,6 +73,8 @@ def read_geojson(path: str | Path, tally: LabelTally | None = None) -> list[Anno
 
     Labels come from ``classification.name`` (QuPath) or ``label``/``name`` (other tools) and are
     mapped through the taxonomy; non-target and unknown labels are counted in ``tally`` and skipped.
+    A detection confidence (``score``/``confidence``/``probability``, also as a QuPath measurement) is
+    kept in ``properties["score"]``.
     Raises ``ValueError`` naming the file when it is not GeoJSON.
     """
     path = Path(path)
@@ -103,5 +105,27 @@ def read_geojson(path: str | Path, tally: LabelTally | None = None) -> list[Anno
             x0, y0, x1, y1 = shape(feat["geometry"]).bounds
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise ValueError(f"{path}: feature {i} has no valid geometry ({err})") from None
-        out.append(Annotation(Box(x0, y0, x1, y1), lesion.code, {"source_label": label}))
+        extra: dict[str, Any] = {"source_label": label}
+        score = _score_of(props)
+        if score is not None:
+            extra["score"] = score
+        out.append(Annotation(Box(x0, y0, x1, y1), lesion.code, extra))
     return out
+
+
+def _score_of(props: dict[str, Any]) -> float | None:
+    """A detection confidence from ``properties.score`` or a QuPath measurement named like one."""
+    candidates = [props.get(k) for k in ("score", "confidence", "probability")]
+    measurements = props.get("measurements")
+    if isinstance(measurements, dict):
+        candidates += [v for k, v in measurements.items() if k.lower() in ("score", "confidence", "probability")]
+    elif isinstance(measurements, list):  # older QuPath: [{"name": ..., "value": ...}]
+        candidates += [
+            m.get("value")
+            for m in measurements
+            if str(m.get("name", "")).lower() in ("score", "confidence", "probability")
+        ]
+    for value in candidates:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return None

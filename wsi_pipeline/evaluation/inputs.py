@@ -1,0 +1,140 @@
+"""Load ground truth and predictions for evaluation: COCO patch sets or per-slide GeoJSON.
+
+* COCO: a ground-truth COCO file (``iscrowd`` boxes are ignore regions) and predictions in the COCO
+  results format (a list of ``{image_id, category_id, bbox: [x, y, w, h], score}``, or a COCO file whose
+  annotations carry scores). Boxes in patch pixels.
+* Slides: ground-truth GeoJSON and prediction GeoJSON (features with a ``score``), one file per slide,
+  matched by name (``<slide>.geojson`` in both folders, or ``<slide>.pred.geojson``). Boxes in level-0
+  pixels; each slide counts as one image with no cap on detections.
+
+Category names are mapped through the taxonomy, so files using Bethesda names evaluate correctly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wsi_pipeline.data.geojson_io import read_geojson
+from wsi_pipeline.evaluation.detection import ImageBoxes
+from wsi_pipeline.taxonomy import BY_ID, LabelTally
+
+CLASSES = {c.id: c.code for c in BY_ID.values()}
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a readable JSON file ({err})") from None
+
+
+def _category_map(categories: list[dict[str, Any]], path: Path, tally: LabelTally) -> dict[int, int | None]:
+    mapping = {}
+    for cat in categories:
+        lesion = tally.resolve(str(cat.get("name", "")))
+        mapping[int(cat["id"])] = lesion.id if lesion else None
+    if not any(v is not None for v in mapping.values()):
+        raise ValueError(f"{path}: no category maps to a lesion class ({tally.summary()})")
+    return mapping
+
+
+def load_coco(gt_path: Path, pred_path: Path) -> tuple[dict[object, ImageBoxes], dict[object, ImageBoxes], str]:
+    """Ground truth and predictions keyed by image id, and a one-line label report."""
+    gt = _read_json(gt_path)
+    if not isinstance(gt, dict) or not {"images", "annotations", "categories"} <= set(gt):
+        raise ValueError(f"{gt_path}: not a COCO ground-truth file (needs images, annotations, categories)")
+    tally = LabelTally()
+    cats = _category_map(gt["categories"], gt_path, tally)
+    boxes: dict[int, list[tuple[list[float], int, bool]]] = {int(img["id"]): [] for img in gt["images"]}
+    for ann in gt["annotations"]:
+        cid = cats.get(int(ann["category_id"]))
+        if cid is None:
+            continue
+        x, y, w, h = ann["bbox"]
+        boxes.setdefault(int(ann["image_id"]), []).append(([x, y, x + w, y + h], cid, bool(ann.get("iscrowd", 0))))
+    gts = {
+        i: ImageBoxes(
+            np.array([b for b, _, _ in v], float).reshape(-1, 4),
+            np.array([c for _, c, _ in v], int),
+            ignore=np.array([g for _, _, g in v], bool),
+        )
+        for i, v in boxes.items()
+    }
+    pred = _read_json(pred_path)
+    dets = pred.get("annotations") if isinstance(pred, dict) else pred
+    if not isinstance(dets, list):
+        raise ValueError(f"{pred_path}: expected a COCO results list of detections")
+    pred_cats = (
+        _category_map(pred["categories"], pred_path, LabelTally())
+        if isinstance(pred, dict) and "categories" in pred
+        else cats
+    )
+    found: dict[int, list[tuple[list[float], int, float]]] = {}
+    for k, det in enumerate(dets):
+        try:
+            x, y, w, h = det["bbox"]
+            cid = pred_cats.get(int(det["category_id"]))
+            score = float(det["score"])
+            image_id = int(det["image_id"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{pred_path}: detection {k} lacks image_id/category_id/bbox/score ({err})") from None
+        if cid is None:
+            continue
+        if image_id not in gts:
+            raise ValueError(f"{pred_path}: detection {k} refers to image {image_id}, not in {gt_path.name}")
+        found.setdefault(image_id, []).append(([x, y, x + w, y + h], cid, score))
+    preds = {
+        i: ImageBoxes(
+            np.array([b for b, _, _ in v], float).reshape(-1, 4),
+            np.array([c for _, c, _ in v], int),
+            scores=np.array([s for _, _, s in v], float),
+        )
+        for i, v in found.items()
+    }
+    return gts, preds, tally.summary()
+
+
+def _geojson_files(path: Path) -> dict[str, Path]:
+    files = [path] if path.is_file() else sorted(path.glob("*.geojson"))
+    if not files:
+        raise ValueError(f"{path}: no GeoJSON files")
+    return {p.name.removesuffix(".geojson").removesuffix(".pred"): p for p in files}
+
+
+def load_slides(gt_path: Path, pred_path: Path) -> tuple[dict[object, ImageBoxes], dict[object, ImageBoxes], str]:
+    """Per-slide ground truth and predictions keyed by slide id; slides without predictions count as
+    slides where nothing was detected."""
+    gt_files, pred_files = _geojson_files(gt_path), _geojson_files(pred_path)
+    if gt_path.is_file() and pred_path.is_file():
+        pred_files = {next(iter(gt_files)): pred_path}
+    unknown = sorted(set(pred_files) - set(gt_files))
+    if unknown:
+        raise ValueError(f"{pred_path}: predictions for slides without ground truth: {', '.join(unknown[:5])}")
+    tally = LabelTally()
+    gts, preds = {}, {}
+    for sid, path in gt_files.items():
+        anns = read_geojson(path, tally)
+        gts[sid] = ImageBoxes(
+            np.array([a.box.xyxy for a in anns], float).reshape(-1, 4),
+            np.array([_class_id(a.label) for a in anns], int),
+            ignore=np.zeros(len(anns), bool),
+        )
+        if sid in pred_files:
+            dets = read_geojson(pred_files[sid])
+            missing = [i for i, a in enumerate(dets) if "score" not in a.properties]
+            if missing:
+                raise ValueError(f"{pred_files[sid]}: feature {missing[0]} has no score (properties.score)")
+            preds[sid] = ImageBoxes(
+                np.array([a.box.xyxy for a in dets], float).reshape(-1, 4),
+                np.array([_class_id(a.label) for a in dets], int),
+                scores=np.array([a.properties["score"] for a in dets], float),
+            )
+    return gts, preds, tally.summary()
+
+
+def _class_id(code: str) -> int:
+    return next(cid for cid, name in CLASSES.items() if name == code)
