@@ -166,11 +166,37 @@ class TileConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class ModelConfig:
+    """The detector (``wsi_pipeline.modeling``): Faster R-CNN + FPN, built without downloads.
+
+    Anchors are given in microns and converted with ``mpp`` (the resolution patches are fed at), so a
+    model for 0.5 um/px patches keeps cell-sized anchors. ``norm: group`` trains from scratch with small
+    batches; ``frozen_batch`` is for backbones loaded from ImageNet-style weights.
+    """
+
+    backbone: Literal["resnet50", "resnet101", "resnet18", "tiny"] = "resnet50"
+    norm: Literal["group", "batch", "frozen_batch"] = "group"
+    backbone_weights: str | None = None  # local torchvision-format ResNet state dict; never downloaded
+    input_size: PositiveInt = 1200  # images are fed at this size (torchvision's default would shrink to 800)
+    mpp: PositiveFloat = 0.25
+    anchor_sizes_um: tuple[float, float, float, float, float] = (8.0, 16.0, 32.0, 64.0, 128.0)  # per FPN level
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    fpn_channels: PositiveInt = 256
+    projection_dims: tuple[int, int] = (512, 128)  # metric-space head: 1024 -> 512 -> 128
+    box_score_thresh: Fraction = 0.05
+    box_nms_thresh: Fraction = 0.5
+    detections_per_image: PositiveInt = 100
+    rpn_batch_size_per_image: PositiveInt = 256
+    box_batch_size_per_image: PositiveInt = 512
+
+
+@dataclass(frozen=True, config=_STRICT)
 class PipelineConfig:
     """All stages' settings; each field is one YAML section."""
 
     synth: SynthConfig = field(default_factory=SynthConfig)
     tile: TileConfig = field(default_factory=TileConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
 
 
 # --------------------------------------------------------------------------------------------------

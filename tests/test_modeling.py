@@ -1,0 +1,88 @@
+"""The detector: empty targets, explicit input size, anchors, embeddings, local weights, no downloads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from wsi_pipeline.config import ModelConfig
+from wsi_pipeline.modeling import build_detector
+from wsi_pipeline.modeling.detector import anchor_sizes_px
+
+TINY = ModelConfig(backbone="tiny", input_size=256, fpn_channels=64, box_batch_size_per_image=64)
+
+
+def _target(boxes: list[list[float]], labels: list[int]) -> dict[str, torch.Tensor]:
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.tensor(labels, dtype=torch.int64),
+    }
+
+
+def test_empty_targets_give_finite_losses_and_no_box_regression():
+    torch.manual_seed(0)
+    model = build_detector(TINY).train()
+    losses = model([torch.rand(3, 256, 256), torch.rand(3, 256, 256)], [_target([], []), _target([], [])])
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert losses["loss_box_reg"].item() == 0.0 and losses["loss_rpn_box_reg"].item() == 0.0
+    sum(losses.values()).backward()  # and they backpropagate
+
+
+def test_patches_are_fed_at_the_configured_size():
+    model = build_detector(ModelConfig(backbone="tiny", input_size=1200, fpn_channels=64)).eval()
+    batch, _ = model.detector.transform([torch.rand(3, 1200, 1200)])
+    assert batch.image_sizes == [(1200, 1200)]  # torchvision's default would have shrunk it to 800
+
+
+def test_anchor_sizes_follow_the_resolution():
+    assert anchor_sizes_px(ModelConfig()) == ((32,), (64,), (128,), (256,), (512,))
+    assert anchor_sizes_px(ModelConfig(mpp=0.5)) == ((16,), (32,), (64,), (128,), (256,))
+
+
+def test_proposal_embeddings_in_training_and_eval():
+    torch.manual_seed(0)
+    model = build_detector(TINY).train()
+    images = [torch.rand(3, 256, 256), torch.rand(3, 256, 256)]
+    targets = [_target([[10, 20, 80, 90], [100, 100, 160, 150]], [2, 4]), _target([], [])]
+    losses, out = model.forward_with_embeddings(images, targets)
+    n = out.features.shape[0]
+    assert out.features.shape == (n, 1024) and out.embeddings.shape == (n, 128) and out.class_logits.shape == (n, 5)
+    assert out.labels is not None and out.labels.shape == (n,) and set(out.labels.unique().tolist()) <= {0, 2, 4}
+    assert (out.labels > 0).any()  # ground-truth boxes join the sampled proposals
+    assert out.image_index.bincount().tolist() == [64, 64]
+    (sum(losses.values()) + out.embeddings.pow(2).mean()).backward()
+    assert model.projection.net[0].weight.grad is not None
+    model.eval()
+    with torch.no_grad():
+        dets, out = model.forward_with_embeddings(images)
+    assert len(dets) == 2 and out.labels is None and out.features.shape[0] == len(out.image_index)
+
+
+def test_local_backbone_weights_load_and_bad_files_are_clear(tmp_path):
+    from torchvision.models import resnet18
+
+    source = resnet18(weights=None)
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    model = build_detector(ModelConfig(backbone="resnet18", norm="frozen_batch", backbone_weights=str(path)))
+    body = model.detector.backbone.body
+    assert torch.equal(body.conv1.weight, source.conv1.weight)
+    assert torch.equal(body.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
+    with pytest.raises(ValueError, match="weights file not found"):
+        build_detector(ModelConfig(backbone="resnet18", backbone_weights=str(tmp_path / "missing.pth")))
+    torch.save({"unrelated": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="no tensor matches"):
+        build_detector(ModelConfig(backbone="resnet18", backbone_weights=str(tmp_path / "other.pth")))
+
+
+def test_nothing_is_downloaded(monkeypatch):
+    import torch.hub
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    model = build_detector(ModelConfig(backbone="resnet50"))
+    assert isinstance(model.detector.backbone.body.layer1[0].bn1, torch.nn.GroupNorm)  # trains from scratch
