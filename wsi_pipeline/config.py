@@ -166,6 +166,24 @@ class TileConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class AugmentConfig:
+    """Box-aware training augmentations (``wsi_pipeline.data.augment``); the paper uses flip + colour jitter.
+
+    Cytology patches have no up/down or left/right, so vertical flips and 90-degree rotations are safe.
+    Colour jitter factors are drawn uniformly in ``[1 - x, 1 + x]`` (hue: a shift in ``[-x, x]`` turns).
+    """
+
+    hflip: Fraction = 0.5
+    vflip: Fraction = 0.5
+    rot90: bool = True
+    brightness: Fraction = 0.15
+    contrast: Fraction = 0.15
+    saturation: Fraction = 0.15
+    hue: Annotated[float, Field(ge=0, le=0.5)] = 0.02
+    blur: Fraction = 0.0  # probability of a mild Gaussian blur (focus variation)
+
+
+@dataclass(frozen=True, config=_STRICT)
 class ModelConfig:
     """The detector (``wsi_pipeline.modeling``): Faster R-CNN + FPN, built without downloads.
 

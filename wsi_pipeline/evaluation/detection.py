@@ -120,8 +120,10 @@ class DetectionMetrics:
     @property
     def per_class_map(self) -> np.ndarray:
         """Per-class mean AP over all thresholds (NaN for classes without ground truth)."""
-        with np.errstate(invalid="ignore"):
-            return np.nanmean(self.ap, axis=1) if self.ap.size else np.zeros(0)
+        valid = ~np.isnan(self.ap)
+        counts = valid.sum(axis=1)
+        sums = np.where(valid, self.ap, 0.0).sum(axis=1)
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
     @property
     def mean_ap(self) -> float:

@@ -1,0 +1,96 @@
+"""Datasets and augmentations: box geometry, determinism, negatives, label mapping, unlabeled stores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wsi_pipeline.config import AugmentConfig
+from wsi_pipeline.data.augment import augment, hflip, rot90, vflip
+from wsi_pipeline.data.datasets import CocoPatchDataset, PatchStoreDataset
+
+
+@pytest.mark.parametrize("transform", [hflip, vflip, rot90])
+def test_geometric_transforms_move_boxes_with_pixels(transform):
+    img = np.zeros((100, 200, 3), np.uint8)
+    img[10:20, 30:50] = 255
+    out, boxes = transform(img, np.array([[30, 10, 50, 20]], np.float32))
+    ys, xs = np.nonzero(out[..., 0])
+    assert boxes.tolist() == [[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]]
+
+
+def test_augment_is_deterministic_for_a_seed_and_keeps_boxes_on_their_pixels():
+    rng = np.random.default_rng(0)
+    img = np.full((64, 96, 3), 230, np.uint8)
+    img[5:15, 40:60] = 20
+    boxes = np.array([[40, 5, 60, 15]], np.float32)
+    cfg = AugmentConfig(hue=0.0)
+    a = augment(img, boxes, cfg, np.random.default_rng(7))
+    b = augment(img, boxes, cfg, np.random.default_rng(7))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    for seed in range(8):
+        out, bx = augment(img, boxes, cfg, np.random.default_rng(seed + int(rng.integers(100))))
+        x0, y0, x1, y1 = bx[0].astype(int)
+        assert out[y0:y1, x0:x1].mean() < 120 and out.mean() > 150  # the dark object is still in its box
+
+
+def test_coco_dataset_targets_negatives_and_determinism(tiny_dataset: Path):
+    coco = tiny_dataset / "patches" / "train.json"
+    plain = CocoPatchDataset(coco)
+    data = json.loads(coco.read_text())
+    assert len(plain) == len(data["images"])
+    crowd = sum(a["iscrowd"] for a in data["annotations"])
+    assert plain.ignored == crowd
+    image, target = plain[0]
+    assert image.dtype == torch.float32 and image.shape[0] == 3 and 0 <= image.min() <= image.max() <= 1
+    assert target["boxes"].shape[1] == 4 and target["labels"].dtype == torch.int64
+    assert set(target["labels"].tolist()) <= {1, 2, 3, 4}
+    aug = CocoPatchDataset(coco, augment_cfg=AugmentConfig(), seed=3)
+    first = aug[1][0]
+    assert torch.equal(first, CocoPatchDataset(coco, augment_cfg=AugmentConfig(), seed=3)[1][0])
+    aug.set_epoch(1)
+    assert not torch.equal(first, aug[1][0])
+
+
+def test_negative_patches_have_empty_targets(tmp_path: Path):
+    from PIL import Image
+
+    Image.fromarray(np.full((64, 64, 3), 240, np.uint8)).save(tmp_path / "neg.png")
+    (tmp_path / "c.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "neg.png", "width": 64, "height": 64}],
+                "annotations": [],
+                "categories": [
+                    {"id": 7, "name": "Low-grade squamous intraepithelial lesion"},
+                    {"id": 8, "name": "NILM"},
+                ],
+            }
+        )
+    )
+    ds = CocoPatchDataset(tmp_path / "c.json", image_root=tmp_path)
+    _, target = ds[0]
+    assert target["boxes"].shape == (0, 4) and target["labels"].shape == (0,)
+    assert ds.categories == {7: 2, 8: None}  # Bethesda name -> LSIL; NILM is not a detector class
+
+
+def test_unreadable_coco_is_a_clear_error(tmp_path: Path):
+    (tmp_path / "bad.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"bad\.json: not a COCO file"):
+        CocoPatchDataset(tmp_path / "bad.json")
+
+
+def test_patch_store_dataset(tiny_dataset: Path, tmp_path: Path):
+    from wsi_pipeline.config import load_config
+    from wsi_pipeline.tiling.batch import tile_slides
+
+    tile_slides(
+        [tiny_dataset / "slides" / "U0001.tiff"], tmp_path, load_config(None, ["tile.patch_size=512"]), progress=False
+    )
+    ds = PatchStoreDataset([tmp_path / "U0001.zarr"], augment_cfg=AugmentConfig(), seed=1)
+    image, meta = ds[0]
+    assert image.shape == (3, 512, 512) and meta["slide_id"] == "U0001" and "foreground" in meta

@@ -1,0 +1,156 @@
+"""Training datasets: labeled COCO patches and unlabeled patch stores, as torch tensors.
+
+Images are ``(3, H, W)`` float32 in [0, 1]; targets follow torchvision detection (``boxes`` xyxy in patch
+pixels, ``labels`` lesion class ids 1..4). Patches without lesions are valid negatives (empty targets).
+COCO ``iscrowd`` boxes (lesions cut by the patch edge) are left out of the training targets: torchvision's
+detector has no ignore regions. Augmentation is seeded by (seed, epoch, index): call
+:meth:`set_epoch` every epoch; the same seed gives the same samples in any worker layout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from wsi_pipeline.config import AugmentConfig
+from wsi_pipeline.data.augment import augment
+from wsi_pipeline.taxonomy import LabelTally
+
+log = logging.getLogger(__name__)
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float32 in [0, 1]."""
+    if not image.flags.writeable or not image.flags.c_contiguous:
+        image = np.array(image)  # PIL and memory maps hand out read-only views
+    return torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
+
+
+class _Seeded:
+    seed: int = 0
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+
+class CocoPatchDataset(_Seeded, Dataset):
+    """Labeled patches from a COCO file (``synth --export-patches``, ``tile --annotations``, or external).
+
+    Category names are mapped through the taxonomy (``"Low-grade squamous intraepithelial lesion"``
+    becomes LSIL); categories outside the four classes are counted and reported, their boxes dropped.
+    """
+
+    def __init__(
+        self,
+        coco_json: str | Path,
+        image_root: str | Path | None = None,
+        augment_cfg: AugmentConfig | None = None,
+        seed: int = 0,
+        subset_slides: set[str] | None = None,
+    ):
+        path = Path(coco_json)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}: not a readable COCO file ({err})") from None
+        if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
+            raise ValueError(f"{path}: not a COCO file (needs images, annotations, categories)")
+        root = Path(image_root) if image_root else path.parent / data.get("info", {}).get("image_root", path.stem)
+        tally = LabelTally()
+        cats = {}
+        for c in data["categories"]:
+            lesion = tally.resolve(str(c["name"]))
+            cats[int(c["id"])] = lesion.id if lesion else None
+        if tally.other or tally.unknown:
+            log.warning("%s: categories not used for training: %s", path, tally.summary())
+        images = [img for img in data["images"] if subset_slides is None or img.get("slide_id") in subset_slides]
+        by_image: dict[int, list[dict[str, Any]]] = {int(img["id"]): [] for img in images}
+        self.ignored = 0
+        for ann in data["annotations"]:
+            image_id = int(ann["image_id"])
+            if image_id not in by_image:
+                continue
+            if ann.get("iscrowd") or cats.get(int(ann["category_id"])) is None:
+                self.ignored += 1
+                continue
+            by_image[image_id].append(ann)
+        self.root = root
+        self.images = images
+        self.annotations = by_image
+        self.categories = cats
+        self.augment_cfg = augment_cfg
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def slide_ids(self) -> list[str]:
+        return sorted({str(img.get("slide_id", "")) for img in self.images})
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw ``(image uint8 HWC, boxes (n, 4) xyxy, labels (n,))`` of one patch, unaugmented."""
+        info = self.images[index]
+        path = self.root / info["file_name"]
+        try:
+            with Image.open(path) as img:
+                image = np.asarray(img.convert("RGB"))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path}: cannot read patch image ({err})") from None
+        anns = self.annotations[int(info["id"])]
+        boxes = np.array(
+            [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns],
+            np.float32,
+        ).reshape(-1, 4)
+        labels = np.array([self.categories[int(a["category_id"])] for a in anns], np.int64)
+        return image, boxes, labels
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        image, boxes, labels = self.load(index)
+        if self.augment_cfg is not None:
+            image, boxes = augment(image, boxes, self.augment_cfg, self._rng(index))
+        target = {
+            "boxes": torch.from_numpy(boxes).float().reshape(-1, 4),
+            "labels": torch.from_numpy(labels),
+            "image_id": torch.tensor(int(self.images[index]["id"])),
+        }
+        return to_tensor(image), target
+
+
+class PatchStoreDataset(_Seeded, Dataset):
+    """Unlabeled patches from ``tile`` patch stores (the unlabeled pool): ``(image, meta)`` pairs."""
+
+    def __init__(self, stores: list[str | Path], augment_cfg: AugmentConfig | None = None, seed: int = 0):
+        from wsi_pipeline.tiling.store import PatchStore
+
+        self.stores = [PatchStore(p) for p in stores]
+        self.index = [(s, i) for s, store in enumerate(self.stores) for i in range(len(store))]
+        self.augment_cfg = augment_cfg
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        s, i = self.index[index]
+        store = self.stores[s]
+        image = store[i]
+        if self.augment_cfg is not None:
+            image, _ = augment(image, np.zeros((0, 4), np.float32), self.augment_cfg, self._rng(index))
+        return to_tensor(image), {"slide_id": store.attrs["slide_id"], **store.row(i)}
+
+
+def detection_collate(batch: list[tuple[Any, Any]]) -> tuple[list[Any], list[Any]]:
+    """Lists of images and targets (detection models take variable-size lists)."""
+    images, targets = zip(*batch, strict=True)
+    return list(images), list(targets)
