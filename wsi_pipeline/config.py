@@ -209,12 +209,42 @@ class ModelConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class TrainConfig:
+    """``wsi-pipeline train`` (``wsi_pipeline.engine``). Defaults follow the paper: SGD momentum 0.9,
+    lr 0.005, x0.1 every 40k iterations; plus a linear warm-up and gradient clipping."""
+
+    train_json: str = "data/synthpap-v1/patches/train.json"
+    val_json: str | None = "data/synthpap-v1/patches/val.json"
+    batch_size: PositiveInt = 8
+    workers: Count = 2
+    max_iter: PositiveInt = 90000
+    lr: PositiveFloat = 0.005
+    momentum: Fraction = 0.9
+    weight_decay: NonNegative = 1e-4
+    warmup_iters: Count = 500
+    warmup_factor: Fraction = 0.001
+    lr_steps: tuple[int, ...] = (40000, 80000)
+    lr_gamma: PositiveFloat = 0.1
+    clip_grad_norm: NonNegative = 10.0  # 0 disables
+    amp: bool = True  # CUDA only
+    channels_last: bool = True  # CUDA only
+    checkpoint_every: PositiveInt = 2000
+    eval_every: PositiveInt = 2000
+    log_every: PositiveInt = 20
+    seed: int = 0
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
+    labeled_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0  # share of labeled *slides* used
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass(frozen=True, config=_STRICT)
 class PipelineConfig:
     """All stages' settings; each field is one YAML section."""
 
     synth: SynthConfig = field(default_factory=SynthConfig)
     tile: TileConfig = field(default_factory=TileConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 # --------------------------------------------------------------------------------------------------

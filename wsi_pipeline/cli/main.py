@@ -13,6 +13,7 @@ from wsi_pipeline import __version__
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "synth": ("wsi_pipeline.cli.synth", "synth", "Generate synthetic Pap-smear slides with ground truth."),
     "tile": ("wsi_pipeline.cli.tile", "tile", "Cut slides into patches at a physical resolution (patch stores)."),
+    "train": ("wsi_pipeline.cli.train", "train", "Train the detector (supervised baseline), resumable."),
     "eval": ("wsi_pipeline.cli.eval", "eval_cmd", "Evaluate detections: AP over IoU 0.10-0.70, recall, confusion."),
     "demo": ("wsi_pipeline.cli.demo", "demo", "Run the available pipeline (synth, tile) on an embedded small default."),
 }

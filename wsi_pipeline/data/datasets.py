@@ -34,14 +34,20 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 class _Seeded:
+    """Items are addressed by ``index`` or ``(index, epoch)``; the epoch seeds the augmentation, so the
+    training loop's sampler decides it (worker processes never need :meth:`set_epoch`)."""
+
     seed: int = 0
     epoch: int = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch, index])
+    def _key(self, key: int | tuple[int, int]) -> tuple[int, int]:
+        return (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), self.epoch)
+
+    def _rng(self, index: int, epoch: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, epoch, index])
 
 
 class CocoPatchDataset(_Seeded, Dataset):
@@ -115,10 +121,11 @@ class CocoPatchDataset(_Seeded, Dataset):
         labels = np.array([self.categories[int(a["category_id"])] for a in anns], np.int64)
         return image, boxes, labels
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        index, epoch = self._key(key)
         image, boxes, labels = self.load(index)
         if self.augment_cfg is not None:
-            image, boxes = augment(image, boxes, self.augment_cfg, self._rng(index))
+            image, boxes = augment(image, boxes, self.augment_cfg, self._rng(index, epoch))
         target = {
             "boxes": torch.from_numpy(boxes).float().reshape(-1, 4),
             "labels": torch.from_numpy(labels),
@@ -141,12 +148,13 @@ class PatchStoreDataset(_Seeded, Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, dict[str, Any]]:
+        index, epoch = self._key(key)
         s, i = self.index[index]
         store = self.stores[s]
         image = store[i]
         if self.augment_cfg is not None:
-            image, _ = augment(image, np.zeros((0, 4), np.float32), self.augment_cfg, self._rng(index))
+            image, _ = augment(image, np.zeros((0, 4), np.float32), self.augment_cfg, self._rng(index, epoch))
         return to_tensor(image), {"slide_id": store.attrs["slide_id"], **store.row(i)}
 
 

@@ -1,0 +1,199 @@
+"""Training engine: schedules, overfitting 4 patches, exact resume, NaN guard, checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from wsi_pipeline.cli.main import cli
+from wsi_pipeline.config import load_config
+from wsi_pipeline.data.datasets import CocoPatchDataset
+from wsi_pipeline.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from wsi_pipeline.engine.run import CLASSES, coco_predictions, run_training
+from wsi_pipeline.engine.schedule import BatchSchedule, lr_factor
+from wsi_pipeline.engine.trainer import Trainer, TrainingDiverged
+from wsi_pipeline.evaluation.detection import evaluate
+
+NO_AUG = [
+    "train.augment.hflip=0",
+    "train.augment.vflip=0",
+    "train.augment.rot90=false",
+    "train.augment.brightness=0",
+    "train.augment.contrast=0",
+    "train.augment.saturation=0",
+]
+
+
+def test_lr_factor_hand_values():
+    f = [lr_factor(i, 10, 0.1, (20, 30), 0.1) for i in (0, 5, 10, 19, 20, 29, 30, 1000)]
+    assert f == pytest.approx([0.1, 0.55, 1.0, 1.0, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_batch_schedule_is_a_pure_function_of_the_iteration():
+    s = BatchSchedule(10, 4, seed=0)
+    assert s.per_epoch == 2
+    first = [s.batch(i) for i in range(4)]
+    assert [s.batch(i) for i in range(4)] == first  # no hidden state
+    assert sorted(first[0] + first[1]) == sorted(set(first[0] + first[1]))  # no repeats inside an epoch
+    assert s.epoch_of(3) == 1 and first[2] != first[0]
+    ranks = [BatchSchedule(10, 4, 0, rank=r, world_size=2).batch(5) for r in (0, 1)]
+    assert sorted(ranks[0] + ranks[1]) == sorted(s.batch(5))  # ranks split each global batch
+    assert len(BatchSchedule(3, 4, 0).batch(0)) == 4  # fewer samples than a batch: cycled
+
+
+@pytest.fixture(scope="module")
+def four_patches(tiny_dataset: Path, tmp_path_factory) -> Path:
+    """Four 256 x 256 crops around small lesions of the tiny dataset, with a COCO file."""
+    src = tiny_dataset / "patches" / "train.json"
+    data = json.loads(src.read_text())
+    out = tmp_path_factory.mktemp("four")
+    by_image: dict[int, list] = {}
+    for a in data["annotations"]:
+        if not a["iscrowd"]:
+            by_image.setdefault(a["image_id"], []).append(a)
+    images, anns = [], []
+    for img in data["images"]:
+        for a in by_image.get(img["id"], []):
+            x, y, w, h = a["bbox"]
+            if len(images) == 4 or w > 200 or h > 200:
+                continue
+            x0 = int(min(max(x + w / 2 - 128, 0), img["width"] - 256))
+            y0 = int(min(max(y + h / 2 - 128, 0), img["height"] - 256))
+            pixels = np.asarray(Image.open(src.parent / "train" / img["file_name"]))[y0 : y0 + 256, x0 : x0 + 256]
+            name = f"p{len(images)}.png"
+            Image.fromarray(pixels).save(out / name)
+            images.append(
+                {"id": len(images) + 1, "file_name": name, "width": 256, "height": 256, "slide_id": img["slide_id"]}
+            )
+            for b in by_image[img["id"]]:
+                bx0, by0 = max(b["bbox"][0] - x0, 0), max(b["bbox"][1] - y0, 0)
+                bx1, by1 = min(b["bbox"][0] + b["bbox"][2] - x0, 256), min(b["bbox"][1] + b["bbox"][3] - y0, 256)
+                if bx1 > bx0 and by1 > by0 and (bx1 - bx0) * (by1 - by0) > 0.5 * b["bbox"][2] * b["bbox"][3]:
+                    anns.append(
+                        {
+                            "id": len(anns) + 1,
+                            "image_id": images[-1]["id"],
+                            "category_id": b["category_id"],
+                            "bbox": [bx0, by0, bx1 - bx0, by1 - by0],
+                            "area": 1.0,
+                            "iscrowd": 0,
+                        }
+                    )
+            break
+    assert len(images) == 4
+    (out / "four.json").write_text(
+        json.dumps(
+            {"info": {"image_root": "."}, "images": images, "annotations": anns, "categories": data["categories"]}
+        )
+    )
+    return out / "four.json"
+
+
+def _cfg(coco: Path, *extra: str):
+    return load_config(
+        "tiny",
+        [
+            f"train.train_json={coco}",
+            "train.val_json=null",
+            "model.input_size=256",
+            "train.lr_steps=[]",
+            "train.warmup_iters=10",
+            *NO_AUG,
+            *extra,
+        ],
+    )
+
+
+def test_tiny_config_overfits_four_patches(four_patches: Path, tmp_path: Path):
+    torch.set_num_threads(2)
+    run_training(_cfg(four_patches, "train.max_iter=100", "train.checkpoint_every=100"), tmp_path, progress=False)
+    model, config = model_from_checkpoint(tmp_path / "checkpoints" / "last.pt")  # rebuilt from the file alone
+    assert config.model.backbone == "tiny"
+    gts, preds = coco_predictions(model, CocoPatchDataset(four_patches), torch.device("cpu"))
+    metrics = evaluate(gts, preds, CLASSES)
+    assert metrics.mean_ap > 0.9, metrics.summary()
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(four_patches: Path, tmp_path: Path, monkeypatch):
+    torch.set_num_threads(1)
+    cfg = _cfg(four_patches, "train.max_iter=6", "train.checkpoint_every=3", "train.augment.hflip=0.5")
+    run_training(cfg, tmp_path / "straight", progress=False)
+    straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")["model"]
+
+    real_step = Trainer.run_step
+
+    def crash_at_4(self):
+        if self.iter == 4:
+            raise KeyboardInterrupt("simulated crash")
+        real_step(self)
+
+    monkeypatch.setattr(Trainer, "run_step", crash_at_4)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, tmp_path / "resumed", progress=False)
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["iteration"] == 3
+    monkeypatch.setattr(Trainer, "run_step", real_step)
+    run_training(cfg, tmp_path / "resumed", resume=True, progress=False)
+    resumed = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    assert resumed["iteration"] == 6
+    assert all(torch.equal(straight[k], resumed["model"][k]) for k in straight)
+
+
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
+    four_patches, tmp_path, monkeypatch
+):
+    real = Trainer.compute_losses
+
+    def poisoned(self, batch):
+        losses = real(self, batch)
+        if self.iter == 2:
+            losses["loss_classifier"] = losses["loss_classifier"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(Trainer, "compute_losses", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"iteration 2: loss is not finite \(loss_classifier=nan"):
+        run_training(_cfg(four_patches, "train.max_iter=5", "train.checkpoint_every=1"), tmp_path, progress=False)
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["iteration"] == 2
+
+
+def test_corrupt_and_foreign_checkpoints_are_clear_errors(tmp_path: Path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match=r"bad\.pt: not a readable checkpoint"):
+        load_checkpoint(bad)
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match=r"foreign\.pt: not a wsi-pipeline checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_cli_trains_and_refuses_to_overwrite_a_run(four_patches: Path, tmp_path: Path):
+    args = [
+        "-q",
+        "train",
+        "--config",
+        "tiny",
+        "--out",
+        str(tmp_path),
+        "--set",
+        f"train.train_json={four_patches}",
+        "--set",
+        f"train.val_json={four_patches}",
+        "--set",
+        "model.input_size=256",
+        "--set",
+        "train.max_iter=4",
+        "--set",
+        "train.eval_every=4",
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "checkpoints" / "best.pt").is_file() and (tmp_path / "metrics.csv").is_file()
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 1 and "pass --resume" in again.output

@@ -1,0 +1,1 @@
+"""Training: one small loop with hooks (schedule, checkpoints, evaluation, logging), exact resume."""

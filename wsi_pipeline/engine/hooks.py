@@ -1,0 +1,139 @@
+"""Hooks: learning-rate schedule, periodic checkpoints, validation with best-model keeping, logging."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from wsi_pipeline.engine.checkpoint import save_checkpoint
+from wsi_pipeline.engine.schedule import lr_factor
+from wsi_pipeline.engine.trainer import HookBase
+
+log = logging.getLogger(__name__)
+
+
+class LRSchedule(HookBase):
+    """Sets every parameter group's lr to ``group["base_lr"] * lr_factor(iteration)`` before each step."""
+
+    def __init__(self, warmup_iters: int, warmup_factor: float, steps: tuple[int, ...], gamma: float):
+        self.args = (warmup_iters, warmup_factor, steps, gamma)
+
+    def before_train(self) -> None:
+        for group in self.trainer.optimizer.param_groups:
+            group.setdefault("base_lr", group["lr"])
+
+    def before_step(self) -> None:
+        factor = lr_factor(self.trainer.iter, *self.args)
+        for group in self.trainer.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+
+
+class Checkpointer(HookBase):
+    """Saves ``last.pt`` every ``period`` iterations and at the end (atomically), keeping the run's
+    resolved config in the file; ``best.pt`` is written by :class:`Evaluator`."""
+
+    def __init__(self, folder: Path, period: int, config: dict[str, Any]):
+        self.folder, self.period, self.config = folder, period, config
+
+    def save(self, name: str) -> Path:
+        return save_checkpoint(self.folder / name, self.trainer.state_dict(), self.config)
+
+    def after_step(self) -> None:
+        done = self.trainer.iter + 1
+        if done % self.period == 0 or done == self.trainer.max_iter:
+            self.save("last.pt")
+
+
+class Evaluator(HookBase):
+    """Runs ``evaluate_fn(model) -> metrics dict (with "mAP")`` every ``period`` iterations and at the end;
+    keeps ``best.pt`` for the highest mAP. Must come after the :class:`Checkpointer` in the hook list."""
+
+    def __init__(self, evaluate_fn, period: int, checkpointer: Checkpointer, metrics_log: MetricsLog | None = None):
+        self.evaluate_fn, self.period, self.checkpointer, self.metrics_log = (
+            evaluate_fn,
+            period,
+            checkpointer,
+            metrics_log,
+        )
+        self.best_map = float("-inf")
+        self.best_iter = -1
+
+    def after_step(self) -> None:
+        done = self.trainer.iter + 1
+        if done % self.period and done != self.trainer.max_iter:
+            return
+        model = self.trainer.model
+        model.eval()
+        with torch.no_grad():
+            metrics = self.evaluate_fn(model)
+        model.train()
+        value = metrics.get("mAP")
+        log.info("iteration %d: validation mAP %s", done, "n/a" if value is None else f"{100 * value:.2f}")
+        if self.metrics_log is not None:
+            self.metrics_log.write(done, {f"val_{k}": v for k, v in metrics.items() if isinstance(v, int | float)})
+        if value is not None and value > self.best_map:
+            self.best_map, self.best_iter = value, done
+            self.checkpointer.save("best.pt")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_map": self.best_map, "best_iter": self.best_iter}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_map = float(state.get("best_map", float("-inf")))
+        self.best_iter = int(state.get("best_iter", -1))
+
+
+class MetricsLog(HookBase):
+    """Scalars to ``metrics.csv`` (and TensorBoard when installed) every ``period`` iterations, with a
+    progress bar and ETA."""
+
+    def __init__(self, folder: Path, period: int, progress: bool = True):
+        self.folder, self.period, self.progress = folder, period, progress
+        self._bar: tqdm | None = None
+        self._tb = None
+
+    def before_train(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.folder / "tensorboard"))
+        except ImportError:
+            self._tb = None
+        t = self.trainer
+        self._bar = tqdm(total=t.max_iter, initial=t.start_iter, desc="train", unit="it", disable=not self.progress)
+        self._started = time.perf_counter()
+
+    def write(self, iteration: int, values: dict[str, float]) -> None:
+        path = self.folder / "metrics.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as fh:
+            writer = csv.writer(fh)
+            if new:
+                writer.writerow(["iteration", "name", "value"])
+            for name, value in values.items():
+                writer.writerow([iteration, name, f"{value:.6g}"])
+                if self._tb is not None:
+                    self._tb.add_scalar(name, value, iteration)
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(loss=f"{t.last_losses.get('total', float('nan')):.3f}", refresh=False)
+        done = t.iter + 1
+        if done % self.period == 0 or done == t.max_iter:
+            lr = t.optimizer.param_groups[0]["lr"]
+            self.write(done, {**{f"loss/{k}": v for k, v in t.last_losses.items()}, "lr": lr})
+
+    def after_train(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._tb is not None:
+            self._tb.close()
