@@ -197,3 +197,68 @@ def test_cli_trains_and_refuses_to_overwrite_a_run(four_patches: Path, tmp_path:
     assert (tmp_path / "checkpoints" / "best.pt").is_file() and (tmp_path / "metrics.csv").is_file()
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 1 and "pass --resume" in again.output
+
+
+def _losses(run: Path) -> dict[int, float]:
+    rows = [line.split(",") for line in (run / "metrics.csv").read_text().splitlines()[1:]]
+    return {int(it): float(v) for it, name, v in rows if name == "loss/total"}
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_ddp_on_two_cpu_processes_matches_the_single_process_loss_scale(four_patches: Path, tmp_path: Path):
+    import subprocess
+    import sys
+
+    common = [
+        "train",
+        "--config",
+        "tiny",
+        "--set",
+        f"train.train_json={four_patches}",
+        "--set",
+        "train.val_json=null",
+        "--set",
+        "model.input_size=256",
+        "--set",
+        "train.max_iter=3",
+        "--set",
+        "train.log_every=1",
+        "--set",
+        "train.batch_size=4",
+        "--set",
+        "train.device=cpu",
+        *[x for s in NO_AUG for x in ("--set", s)],
+    ]
+    single = subprocess.run(
+        [sys.executable, "-m", "wsi_pipeline", "-q", *common, "--out", str(tmp_path / "single")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert single.returncode == 0, single.stderr[-2000:]
+    ddp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "wsi_pipeline",
+            "-q",
+            *common,
+            "--out",
+            str(tmp_path / "ddp"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    one, two = _losses(tmp_path / "single"), _losses(tmp_path / "ddp")
+    assert sorted(two) == [1, 2, 3]
+    # each rank averages its half of the global batch and DDP averages gradients: no 2x loss or step
+    for it in (1, 2, 3):
+        assert 0.6 < two[it] / one[it] < 1.6, (one, two)
+    assert load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")["iteration"] == 3

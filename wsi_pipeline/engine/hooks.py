@@ -68,7 +68,7 @@ class Evaluator(HookBase):
         done = self.trainer.iter + 1
         if done % self.period and done != self.trainer.max_iter:
             return
-        model = self.trainer.model
+        model = self.trainer.unwrapped
         model.eval()
         with torch.no_grad():
             metrics = self.evaluate_fn(model)

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from wsi_pipeline.config import PipelineConfig, config_to_dict, save_config
 from wsi_pipeline.data.datasets import CocoPatchDataset, detection_collate
 from wsi_pipeline.engine.checkpoint import load_checkpoint
+from wsi_pipeline.engine.distributed import cleanup, init_distributed
 from wsi_pipeline.engine.hooks import Checkpointer, Evaluator, LRSchedule, MetricsLog
 from wsi_pipeline.engine.schedule import BatchSchedule
 from wsi_pipeline.engine.trainer import Trainer
@@ -30,9 +31,9 @@ log = logging.getLogger(__name__)
 CLASSES = {c.id: c.code for c in BY_ID.values()}
 
 
-def select_device(name: str) -> torch.device:
+def select_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"train.device={name}: CUDA is not available on this machine")
@@ -119,10 +120,12 @@ def run_training(
             raise ValueError(f"{last}: the model settings differ from this checkpoint's; resume with its config.yaml")
         if saved.get("train") != config_to_dict(config)["train"]:
             log.warning("%s: training settings differ from the checkpoint's; continuing with the new ones", last)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out)
-    torch.manual_seed(cfg.seed)
-    device = select_device(cfg.device)
+    dist_info = init_distributed(cfg.device)
+    if dist_info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out)
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    device = select_device(cfg.device, dist_info.local_rank)
 
     probe = CocoPatchDataset(cfg.train_json)
     subset = labeled_subset(probe, cfg.labeled_fraction, cfg.seed)
@@ -131,18 +134,22 @@ def run_training(
     model = build_detector(config.model).to(device)
     if cfg.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    if state is not None:
+        model.load_state_dict(state["model"])
+    if dist_info.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
-    metrics_log = MetricsLog(out, cfg.log_every, progress)
+    hooks: list[Any] = [LRSchedule(cfg.warmup_iters, cfg.warmup_factor, cfg.lr_steps, cfg.lr_gamma)]
+    metrics_log = MetricsLog(out, cfg.log_every, progress and dist_info.is_main)
     checkpointer = Checkpointer(out / "checkpoints", cfg.checkpoint_every, config_to_dict(config))
-    hooks: list[Any] = [
-        LRSchedule(cfg.warmup_iters, cfg.warmup_factor, cfg.lr_steps, cfg.lr_gamma),
-        metrics_log,
-        checkpointer,
-    ]
+    if dist_info.is_main:  # one writer: rank 0 logs, saves and validates
+        hooks += [metrics_log, checkpointer]
     evaluator = None
-    if cfg.val_json:
+    if cfg.val_json and dist_info.is_main:
         val_set = CocoPatchDataset(cfg.val_json)
 
         def validate(m: torch.nn.Module) -> dict[str, Any]:
@@ -153,7 +160,7 @@ def run_training(
         evaluator = Evaluator(validate, cfg.eval_every, checkpointer, metrics_log)
         hooks.append(evaluator)
 
-    schedule = BatchSchedule(len(train_set), cfg.batch_size, cfg.seed)
+    schedule = BatchSchedule(len(train_set), cfg.batch_size, cfg.seed, dist_info.rank, dist_info.world_size)
     trainer = Trainer(
         model, optimizer, iter(()), cfg.max_iter, device, hooks, cfg.amp, cfg.clip_grad_norm, cfg.channels_last
     )
@@ -161,6 +168,9 @@ def run_training(
         trainer.load_state_dict(state)
         log.info("resuming at iteration %d", trainer.start_iter)
     trainer.data = make_loader(train_set, schedule, trainer.start_iter, cfg.workers)
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        cleanup(dist_info)
     best = evaluator.best_map if evaluator is not None and evaluator.best_iter >= 0 else None
     return TrainResult(out, trainer.max_iter, best, last)

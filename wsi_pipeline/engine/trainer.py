@@ -131,15 +131,20 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
             "iteration": self.iter + 1,
-            "model": self.model.state_dict(),
+            "model": self.unwrapped.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rng,
             "hooks": {type(h).__name__: h.state_dict() for h in self.hooks},
         }
 
+    @property
+    def unwrapped(self) -> nn.Module:
+        """The model without a DistributedDataParallel wrapper (what checkpoints hold)."""
+        return self.model.module if isinstance(self.model, nn.parallel.DistributedDataParallel) else self.model
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        self.unwrapped.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
