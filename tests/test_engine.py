@@ -195,6 +195,7 @@ def test_cli_trains_and_refuses_to_overwrite_a_run(four_patches: Path, tmp_path:
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "checkpoints" / "best.pt").is_file() and (tmp_path / "metrics.csv").is_file()
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 1 and "pass --resume" in again.output
 
