@@ -1,0 +1,87 @@
+"""The supervised learning curve on synthpap-v1: test mAP (AP over IoU 0.10-0.70) per class with 25, 50,
+75 and 100% of the labeled training slides, over several seeds. Every run is cached in its own folder
+(``result.json``) and resumes from its last checkpoint, so the benchmark can be stopped and restarted.
+
+    wsi-pipeline synth --config synthpap-v1 --out data/synthpap-v1 --export-patches   # once
+    python benchmarks/learning_curve.py                              # CPU preset (configs/curve-cpu.yaml)
+    python benchmarks/learning_curve.py --config supervised --set model.backbone=resnet50 --out data/bench/curve-gpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_one(config_name: str, overrides: list[str], fraction: float, seed: int, test_json: Path, folder: Path) -> dict:
+    import torch
+
+    from wsi_pipeline.config import load_config
+    from wsi_pipeline.data.datasets import CocoPatchDataset
+    from wsi_pipeline.engine.checkpoint import model_from_checkpoint
+    from wsi_pipeline.engine.run import CLASSES, coco_predictions, run_training
+    from wsi_pipeline.evaluation.detection import evaluate
+
+    result_path = folder / "result.json"
+    if result_path.is_file():
+        return json.loads(result_path.read_text())
+    config = load_config(config_name, [*overrides, f"train.labeled_fraction={fraction}", f"train.seed={seed}"])
+    started = time.perf_counter()
+    run_training(config, folder, resume=(folder / "checkpoints" / "last.pt").is_file(), progress=True)
+    best = folder / "checkpoints" / "best.pt"
+    model, _ = model_from_checkpoint(best if best.is_file() else folder / "checkpoints" / "last.pt")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    gts, preds = coco_predictions(model.to(device), CocoPatchDataset(test_json), device)
+    metrics = evaluate(gts, preds, CLASSES)
+    result = {
+        "fraction": fraction,
+        "seed": seed,
+        "seconds": round(time.perf_counter() - started, 1),
+        **metrics.summary(),
+    }
+    result_path.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="curve-cpu")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--test-json", type=Path, default=ROOT / "data" / "synthpap-v1" / "patches" / "test.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "data" / "bench" / "curve-cpu")
+    args = parser.parse_args()
+    if not args.test_json.is_file():
+        sys.exit(f"{args.test_json}: missing; generate synthpap-v1 first (see the docstring)")
+    results = [
+        run_one(args.config, args.overrides, f, s, args.test_json, args.out / f"frac{f:g}_seed{s}")
+        for f in args.fractions
+        for s in args.seeds
+    ]
+    classes = list(results[0]["classes"])
+    print(f"| labeled slides | seeds | mAP (AP10-70) | {' | '.join(classes)} | AP10 | AP50 |")
+    print("|---|---|---|" + "---|" * len(classes) + "---|---|")
+    for f in args.fractions:
+        rows = [r for r in results if r["fraction"] == f]
+
+        def stat(values: list[float | None]) -> str:
+            v = np.array([x for x in values if x is not None], float) * 100
+            return "-" if not len(v) else f"{v.mean():.1f} +- {v.std():.1f}"
+
+        per_class = [stat([r["classes"][c]["mAP"] for r in rows]) for c in classes]
+        print(
+            f"| {f:.0%} | {len(rows)} | {stat([r['overall']['mAP'] for r in rows])} | {' | '.join(per_class)} | "
+            f"{stat([r['overall'].get('AP10') for r in rows])} | {stat([r['overall'].get('AP50') for r in rows])} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
