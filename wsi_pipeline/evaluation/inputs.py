@@ -56,14 +56,7 @@ def load_coco(gt_path: Path, pred_path: Path) -> tuple[dict[object, ImageBoxes],
             continue
         x, y, w, h = ann["bbox"]
         boxes.setdefault(int(ann["image_id"]), []).append(([x, y, x + w, y + h], cid, bool(ann.get("iscrowd", 0))))
-    gts = {
-        i: ImageBoxes(
-            np.array([b for b, _, _ in v], float).reshape(-1, 4),
-            np.array([c for _, c, _ in v], int),
-            ignore=np.array([g for _, _, g in v], bool),
-        )
-        for i, v in boxes.items()
-    }
+    gts = {i: _image_boxes(v, "ignore") for i, v in boxes.items()}
     pred = _read_json(pred_path)
     dets = pred.get("annotations") if isinstance(pred, dict) else pred
     if not isinstance(dets, list):
@@ -87,15 +80,17 @@ def load_coco(gt_path: Path, pred_path: Path) -> tuple[dict[object, ImageBoxes],
         if image_id not in gts:
             raise ValueError(f"{pred_path}: detection {k} refers to image {image_id}, not in {gt_path.name}")
         found.setdefault(image_id, []).append(([x, y, x + w, y + h], cid, score))
-    preds = {
-        i: ImageBoxes(
-            np.array([b for b, _, _ in v], float).reshape(-1, 4),
-            np.array([c for _, c, _ in v], int),
-            scores=np.array([s for _, _, s in v], float),
-        )
-        for i, v in found.items()
-    }
+    preds = {i: _image_boxes(v, "scores") for i, v in found.items()}
     return gts, preds, tally.summary()
+
+
+def _image_boxes(rows: list[tuple[list[float], int, Any]], extra: str) -> ImageBoxes:
+    """``(xyxy, class id, ignore flag or score)`` rows as :class:`ImageBoxes`."""
+    boxes = np.array([b for b, _, _ in rows], float).reshape(-1, 4)
+    labels = np.array([c for _, c, _ in rows], int)
+    if extra == "ignore":
+        return ImageBoxes(boxes, labels, ignore=np.array([x for _, _, x in rows], bool))
+    return ImageBoxes(boxes, labels, scores=np.array([x for _, _, x in rows], float))
 
 
 def _geojson_files(path: Path) -> dict[str, Path]:
