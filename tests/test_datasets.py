@@ -94,3 +94,16 @@ def test_patch_store_dataset(tiny_dataset: Path, tmp_path: Path):
     ds = PatchStoreDataset([tmp_path / "U0001.zarr"], augment_cfg=AugmentConfig(), seed=1)
     image, meta = ds[0]
     assert image.shape == (3, 512, 512) and meta["slide_id"] == "U0001" and "foreground" in meta
+
+
+def test_geojson_images_dataset_on_the_cric_fields(shared_data: Path):
+    from wsi_pipeline.data.datasets import GeoJsonImageDataset
+
+    ds = GeoJsonImageDataset(shared_data / "cric-sample", augment_cfg=AugmentConfig(), seed=0)
+    assert len(ds) == 2
+    assert ds.tally.mapped == {"LSIL": 13} and sum(ds.tally.other.values()) == 42
+    sizes = sorted(len(ds[i][1]["labels"]) for i in range(2))
+    assert sizes == [0, 13]  # the NILM-only field is a negative
+    image, target = ds[(0, 3)]
+    assert image.shape == (3, 1020, 1376) or image.shape == (3, 1376, 1020)  # rot90 may turn it
+    assert (target["labels"] == 2).all()

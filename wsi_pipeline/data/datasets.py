@@ -50,7 +50,39 @@ class _Seeded:
         return np.random.default_rng([self.seed, epoch, index])
 
 
-class CocoPatchDataset(_Seeded, Dataset):
+class _BoxDataset(_Seeded, Dataset):
+    """Shared item assembly: subclasses provide ``load(index) -> (image, boxes, labels)``."""
+
+    augment_cfg: AugmentConfig | None = None
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def image_id(self, index: int) -> int:
+        return index
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        index, epoch = self._key(key)
+        image, boxes, labels = self.load(index)
+        if self.augment_cfg is not None:
+            image, boxes = augment(image, boxes, self.augment_cfg, self._rng(index, epoch))
+        target = {
+            "boxes": torch.from_numpy(np.asarray(boxes, np.float32)).reshape(-1, 4),
+            "labels": torch.from_numpy(np.asarray(labels, np.int64)),
+            "image_id": torch.tensor(self.image_id(index)),
+        }
+        return to_tensor(image), target
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read image ({err})") from None
+
+
+class CocoPatchDataset(_BoxDataset):
     """Labeled patches from a COCO file (``synth --export-patches``, ``tile --annotations``, or external).
 
     Category names are mapped through the taxonomy (``"Low-grade squamous intraepithelial lesion"``
@@ -101,18 +133,16 @@ class CocoPatchDataset(_Seeded, Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def image_id(self, index: int) -> int:
+        return int(self.images[index]["id"])
+
     def slide_ids(self) -> list[str]:
         return sorted({str(img.get("slide_id", "")) for img in self.images})
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw ``(image uint8 HWC, boxes (n, 4) xyxy, labels (n,))`` of one patch, unaugmented."""
         info = self.images[index]
-        path = self.root / info["file_name"]
-        try:
-            with Image.open(path) as img:
-                image = np.asarray(img.convert("RGB"))
-        except (OSError, ValueError) as err:
-            raise ValueError(f"{path}: cannot read patch image ({err})") from None
+        image = _read_rgb(self.root / info["file_name"])
         anns = self.annotations[int(info["id"])]
         boxes = np.array(
             [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns],
@@ -121,17 +151,42 @@ class CocoPatchDataset(_Seeded, Dataset):
         labels = np.array([self.categories[int(a["category_id"])] for a in anns], np.int64)
         return image, boxes, labels
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        index, epoch = self._key(key)
-        image, boxes, labels = self.load(index)
-        if self.augment_cfg is not None:
-            image, boxes = augment(image, boxes, self.augment_cfg, self._rng(index, epoch))
-        target = {
-            "boxes": torch.from_numpy(boxes).float().reshape(-1, 4),
-            "labels": torch.from_numpy(labels),
-            "image_id": torch.tensor(int(self.images[index]["id"])),
-        }
-        return to_tensor(image), target
+
+class GeoJsonImageDataset(_BoxDataset):
+    """Labeled images with QuPath (or third-party) GeoJSON next to them: ``<name>.<ext>`` and the one
+    GeoJSON whose name contains ``<name>`` (``cric-<name>-gt.geojson``). Boxes are the annotations'
+    bounding boxes in image pixels; labels go through the taxonomy and the rest is counted in
+    ``self.tally``. For training on whole fields without cutting patches first."""
+
+    def __init__(self, folder: str | Path, augment_cfg: AugmentConfig | None = None, seed: int = 0):
+        from wsi_pipeline.data.geojson_io import read_geojson
+        from wsi_pipeline.slide.open import IMAGE_SUFFIXES
+        from wsi_pipeline.taxonomy import BY_CODE
+
+        folder = Path(folder)
+        images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise ValueError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        geojsons = sorted(folder.glob("*.geojson"))
+        self.tally = LabelTally()
+        self.items: list[tuple[Path, np.ndarray, np.ndarray]] = []
+        for image in images:
+            match = [g for g in geojsons if image.stem in g.stem]
+            if len(match) != 1:
+                raise ValueError(f"{image}: expected one GeoJSON named after it in {folder}, found {len(match)}")
+            anns = read_geojson(match[0], self.tally)
+            boxes = np.array([a.box.xyxy for a in anns], np.float32).reshape(-1, 4)
+            labels = np.array([BY_CODE[a.label].id for a in anns], np.int64)
+            self.items.append((image, boxes, labels))
+        self.augment_cfg = augment_cfg
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        path, boxes, labels = self.items[index]
+        return _read_rgb(path), boxes.copy(), labels.copy()
 
 
 class PatchStoreDataset(_Seeded, Dataset):
