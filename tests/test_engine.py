@@ -45,6 +45,8 @@ def test_batch_schedule_is_a_pure_function_of_the_iteration():
     ranks = [BatchSchedule(10, 4, 0, rank=r, world_size=2).batch(5) for r in (0, 1)]
     assert sorted(ranks[0] + ranks[1]) == sorted(s.batch(5))  # ranks split each global batch
     assert len(BatchSchedule(3, 4, 0).batch(0)) == 4  # fewer samples than a batch: cycled
+    stream = s.iterate(3)
+    assert next(stream) == [(i, 1) for i in s.batch(3)] and next(stream) == [(i, 2) for i in s.batch(4)]
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +107,6 @@ class MetricsLog(HookBase):
             self._tb = None
         t = self.trainer
         self._bar = tqdm(total=t.max_iter, initial=t.start_iter, desc="train", unit="it", disable=not self.progress)
-        self._started = time.perf_counter()
 
     def write(self, iteration: int, values: dict[str, float]) -> None:
         path = self.folder / "metrics.csv"

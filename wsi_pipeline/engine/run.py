@@ -57,11 +57,7 @@ class _ScheduleSampler:
         self.schedule, self.start = schedule, start
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        it = self.start
-        while True:
-            epoch = self.schedule.epoch_of(it)
-            yield [(i, epoch) for i in self.schedule.batch(it)]
-            it += 1
+        return self.schedule.iterate(self.start)
 
 
 def make_loader(dataset: Any, schedule: BatchSchedule, start: int, workers: int) -> Iterator[Any]:
@@ -102,7 +98,6 @@ class TrainResult:
     out: Path
     iterations: int
     best_map: float | None
-    last_checkpoint: Path
 
 
 def run_training(
@@ -173,4 +168,4 @@ def run_training(
     finally:
         cleanup(dist_info)
     best = evaluator.best_map if evaluator is not None and evaluator.best_iter >= 0 else None
-    return TrainResult(out, trainer.max_iter, best, last)
+    return TrainResult(out, trainer.max_iter, best)

@@ -46,8 +46,11 @@ class BatchSchedule:
             chosen = np.resize(order, self.batch_size)
         return [int(i) for i in chosen[self.rank :: self.world_size]]
 
-    def iterate(self, start: int) -> Iterator[list[int]]:
+    def iterate(self, start: int) -> Iterator[list[tuple[int, int]]]:
+        """Batches of ``(index, epoch)`` for iterations ``start, start + 1, ...``: the epoch travels with
+        each index so datasets seed their augmentation from it, in any worker process."""
         it = start
         while True:
-            yield self.batch(it)
+            epoch = self.epoch_of(it)
+            yield [(i, epoch) for i in self.batch(it)]
             it += 1

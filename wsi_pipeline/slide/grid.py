@@ -99,13 +99,3 @@ def patch_grid(
         rows.astype(np.int64),
         cols.astype(np.int64),
     )
-
-
-def level0_to_target(x: float, y: float, scale: float) -> tuple[float, float]:
-    """A level-0 point in the target-pixel frame."""
-    return x / scale, y / scale
-
-
-def target_to_level0(x_t: float, y_t: float, scale: float) -> tuple[float, float]:
-    """A target-pixel point in level-0 pixels."""
-    return x_t * scale, y_t * scale

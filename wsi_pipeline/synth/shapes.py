@@ -62,16 +62,6 @@ def smooth_outline(
     return np.stack([x * ca - y * sa + center[0], x * sa + y * ca + center[1]], axis=1)
 
 
-def polygon_bounds(points: np.ndarray) -> tuple[float, float, float, float]:
-    """``(x0, y0, x1, y1)`` of a polygon, as floats."""
-    return (
-        float(points[:, 0].min()),
-        float(points[:, 1].min()),
-        float(points[:, 0].max()),
-        float(points[:, 1].max()),
-    )
-
-
 def fill_mask(shape: tuple[int, int], polygons: list[np.ndarray], origin: tuple[float, float]) -> np.ndarray:
     """Exact-area coverage ``(h, w)`` float32 in [0, 1] of ``polygons`` in a canvas whose pixel ``(0, 0)``
     covers ``[origin, origin + 1)``: filled at 4x supersampling, then area-averaged."""
