@@ -1,8 +1,8 @@
-"""The supervised learning curve on synthpap-v1: test mAP (AP over IoU 0.10-0.70) per class with 25, 50,
+"""The supervised learning curve on synthpap-v2: test mAP (AP over IoU 0.10-0.70) per class with 25, 50,
 75 and 100% of the labeled training slides, over several seeds. Every run is cached in its own folder
 (``result.json``) and resumes from its last checkpoint, so the benchmark can be stopped and restarted.
 
-    wsi-pipeline synth --config synthpap-v1 --out data/synthpap-v1 --export-patches   # once
+    wsi-pipeline synth --config synthpap-v2 --out data/synthpap-v2 --export-patches   # once
     python benchmarks/learning_curve.py                              # CPU preset (configs/curve-cpu.yaml)
     python benchmarks/learning_curve.py --config supervised --set model.backbone=resnet50 --out data/bench/curve-gpu
 """
@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import multiprocessing
+import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +24,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_one(config_name: str, overrides: list[str], fraction: float, seed: int, test_json: Path, folder: Path) -> dict:
+def _set_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(message)s")
+
+
+def run_one(
+    config_name: str, overrides: list[str], fraction: float, seed: int, test_json: Path, folder: Path, progress: bool
+) -> dict:
+    """Train (or resume) one run and evaluate its checkpoint on the test split; cached in ``result.json``."""
     import torch
 
     from wsi_pipeline.config import load_config
@@ -34,7 +48,8 @@ def run_one(config_name: str, overrides: list[str], fraction: float, seed: int, 
         return json.loads(result_path.read_text())
     config = load_config(config_name, [*overrides, f"train.labeled_fraction={fraction}", f"train.seed={seed}"])
     started = time.perf_counter()
-    run_training(config, folder, resume=(folder / "checkpoints" / "last.pt").is_file(), progress=True)
+    logging.getLogger(__name__).info("run %s: fraction %g, seed %d", folder.name, fraction, seed)
+    run_training(config, folder, resume=(folder / "checkpoints" / "last.pt").is_file(), progress=progress)
     best = folder / "checkpoints" / "best.pt"
     model, _ = model_from_checkpoint(best if best.is_file() else folder / "checkpoints" / "last.pt")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -47,6 +62,7 @@ def run_one(config_name: str, overrides: list[str], fraction: float, seed: int, 
         **metrics.summary(),
     }
     result_path.write_text(json.dumps(result, indent=1))
+    logging.getLogger(__name__).info("run %s: mAP %.3f in %.0f s", folder.name, metrics.mean_ap, result["seconds"])
     return result
 
 
@@ -56,16 +72,26 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--test-json", type=Path, default=ROOT / "data" / "synthpap-v1" / "patches" / "test.json")
+    parser.add_argument("--test-json", type=Path, default=ROOT / "data" / "synthpap-v2" / "patches" / "test.json")
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once (one thread each when > 1)")
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "bench" / "curve-cpu")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(message)s")
     if not args.test_json.is_file():
-        sys.exit(f"{args.test_json}: missing; generate synthpap-v1 first (see the docstring)")
-    results = [
-        run_one(args.config, args.overrides, f, s, args.test_json, args.out / f"frac{f:g}_seed{s}")
-        for f in args.fractions
-        for s in args.seeds
-    ]
+        sys.exit(f"{args.test_json}: missing; generate synthpap-v2 first (see the docstring)")
+    runs = [(f, s) for f in args.fractions for s in args.seeds]
+    common = (args.config, args.overrides)
+    if args.jobs == 1:
+        results = [run_one(*common, f, s, args.test_json, args.out / f"frac{f:g}_seed{s}", True) for f, s in runs]
+    else:  # one run per core with one thread each: ~1.35x the throughput of one run on two threads
+        threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=_set_threads, initargs=(threads,)) as pool:
+            futures = [
+                pool.submit(run_one, *common, f, s, args.test_json, args.out / f"frac{f:g}_seed{s}", False)
+                for f, s in runs
+            ]
+            results = [future.result() for future in futures]
     classes = list(results[0]["classes"])
     print(f"| labeled slides | seeds | mAP (AP10-70) | {' | '.join(classes)} | AP10 | AP50 |")
     print("|---|---|---|" + "---|" * len(classes) + "---|---|")

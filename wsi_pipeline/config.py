@@ -92,6 +92,7 @@ class SynthConfig:
         default_factory=lambda: {"ASC-US": 0.42, "LSIL": 0.3, "HSIL": 0.18, "AGC": 0.1}
     )
     mimics: NonNegative = 1.0  # multiplier on hard mimics: parabasal, metaplastic, degenerated, endocervical
+    lesion_variation: NonNegative = 0.0  # between-slide spread of lesion morphology (0: synthpap-v1's fixed one)
     inflammation: NonNegative = 1.0  # multiplier on neutrophils and lymphocytes
     debris: NonNegative = 1.0  # multiplier on debris, mucus and bacteria-like specks
     focus_sigma: Range = (0.3, 1.4)  # per-slide range of defocus blur sigma (level-0 px)
@@ -213,8 +214,8 @@ class TrainConfig:
     """``wsi-pipeline train`` (``wsi_pipeline.engine``). Defaults follow the paper: SGD momentum 0.9,
     lr 0.005, x0.1 every 40k iterations; plus a linear warm-up and gradient clipping."""
 
-    train_json: str = "data/synthpap-v1/patches/train.json"
-    val_json: str | None = "data/synthpap-v1/patches/val.json"
+    train_json: str = "data/synthpap-v2/patches/train.json"
+    val_json: str | None = "data/synthpap-v2/patches/val.json"
     batch_size: PositiveInt = 8
     workers: Count = 2
     max_iter: PositiveInt = 90000

@@ -44,8 +44,8 @@ def eval_cmd(gt_path: Path, pred_path: Path, out_path: Path | None, max_dets: in
 
     \b
     Examples:
-      wsi-pipeline eval --gt data/synthpap-v1/patches/test.json --pred preds.json
-      wsi-pipeline eval --gt data/synthpap-v1/slides --pred predictions/ --out report.json
+      wsi-pipeline eval --gt data/synthpap-v2/patches/test.json --pred preds.json
+      wsi-pipeline eval --gt data/synthpap-v2/slides --pred predictions/ --out report.json
     """
     from wsi_pipeline.evaluation.detection import evaluate
     from wsi_pipeline.evaluation.inputs import CLASSES, load_coco, load_slides

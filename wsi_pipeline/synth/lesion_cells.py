@@ -26,13 +26,15 @@ from wsi_pipeline.synth.style import SlideStyle
 def asc_us(rng: np.random.Generator, c: Point, s: SlideStyle, blur: float) -> list[Cell]:
     """ASC-US: mature squamous cell, nucleus 2.5-3x intermediate area, mild hyperchromasia."""
 
+    ph = s.lesions
+
     def nuclei(p: Point, r: float) -> tuple[Nucleus, ...]:
-        radius = s.um(INTERMEDIATE_NUCLEUS_UM * math.sqrt(rng.uniform(2.5, 3.0)))
+        radius = s.um(INTERMEDIATE_NUCLEUS_UM * math.sqrt(rng.uniform(2.5, 3.0))) * ph.nucleus("ASC-US")
         first = nucleus(
             rng,
             p,
             radius,
-            density=rng.uniform(1.2, 1.4),
+            density=rng.uniform(1.2, 1.4) * ph.density("ASC-US"),
             texture=0.35,
             grain=s.um(0.6),
             irregularity=rng.uniform(0.03, 0.08),
@@ -40,24 +42,27 @@ def asc_us(rng: np.random.Generator, c: Point, s: SlideStyle, blur: float) -> li
         )
         if rng.uniform() < 0.08:
             q = offset(p, radius * 2.1, rng, 1.0)
-            return (first, nucleus(rng, q, radius * 0.9, density=1.3, texture=0.35, grain=s.um(0.6)))
+            density = 1.3 * ph.density("ASC-US")
+            return (first, nucleus(rng, q, radius * 0.9, density=density, texture=0.35, grain=s.um(0.6)))
         return (first,)
 
     return [squamous(rng, c, s, blur, kind="ASC-US", diameter_um=(36, 54), eosinophilic=0.35, nuclei=nuclei)]
 
 
 def lsil(rng: np.random.Generator, c: Point, s: SlideStyle, blur: float) -> list[Cell]:
-    """LSIL koilocyte: enlarged raisinoid (often two) nuclei inside a sharp, clear perinuclear cavity."""
+    """LSIL koilocyte: enlarged raisinoid (often two) nuclei inside a sharp, clear perinuclear cavity
+    (some patients' LSIL cells lack the cavity and show only the nuclear changes)."""
+    ph = s.lesions
 
     def nuclei(p: Point, r: float) -> tuple[Nucleus, ...]:
-        radius = s.um(INTERMEDIATE_NUCLEUS_UM * math.sqrt(rng.uniform(3.0, 4.0)))
+        radius = s.um(INTERMEDIATE_NUCLEUS_UM * math.sqrt(rng.uniform(3.0, 4.0))) * ph.nucleus("LSIL")
 
         def one(q: Point) -> Nucleus:
             return nucleus(
                 rng,
                 q,
                 radius * rng.uniform(0.85, 1.0),
-                density=rng.uniform(1.5, 1.9),
+                density=rng.uniform(1.5, 1.9) * ph.density("LSIL"),
                 texture=0.25,
                 grain=s.um(0.8),
                 irregularity=rng.uniform(0.1, 0.16),
@@ -65,7 +70,7 @@ def lsil(rng: np.random.Generator, c: Point, s: SlideStyle, blur: float) -> list
                 rim=0.3,
             )
 
-        if rng.uniform() < 0.35:
+        if rng.uniform() < ph.binucleation:
             t = rng.uniform(0, np.pi)
             d = radius * 0.95
             return (
@@ -89,6 +94,7 @@ def lsil(rng: np.random.Generator, c: Point, s: SlideStyle, blur: float) -> list
         )
         return poly, rng.uniform(0.8, 0.93), rng.uniform(0.7, 1.1), 0.6
 
+    with_halo = ph.koilocyte_halo >= 1 or rng.uniform() < ph.koilocyte_halo
     return [
         squamous(
             rng,
@@ -100,7 +106,7 @@ def lsil(rng: np.random.Generator, c: Point, s: SlideStyle, blur: float) -> list
             eosinophilic=0.55,
             nuclei=nuclei,
             thickness=(0.75, 1.1),
-            halo=halo,
+            halo=halo if with_halo else None,
         )
     ]
 
@@ -111,8 +117,8 @@ def _hsil_cell(rng: np.random.Generator, c: Point, s: SlideStyle, blur: float) -
     nuc = nucleus(
         rng,
         offset(c, r, rng, 0.1),
-        r * rng.uniform(0.62, 0.8),
-        density=rng.uniform(1.9, 2.4),
+        r * rng.uniform(0.62, 0.8) * s.lesions.nucleus("HSIL"),
+        density=rng.uniform(1.9, 2.4) * s.lesions.density("HSIL"),
         texture=rng.uniform(0.45, 0.6),
         grain=s.um(rng.uniform(0.8, 1.1)),
         irregularity=rng.uniform(0.12, 0.2),
@@ -124,7 +130,7 @@ def _hsil_cell(rng: np.random.Generator, c: Point, s: SlideStyle, blur: float) -
 
 def hsil(rng: np.random.Generator, c: Point, s: SlideStyle, blur: float) -> list[Cell]:
     """HSIL: small cells with very high N/C ratio, dark coarse chromatin; single or a syncytial group."""
-    if rng.uniform() < 0.7:
+    if rng.uniform() < s.lesions.hsil_single:
         return [_hsil_cell(rng, c, s, blur)]
     n = int(rng.integers(3, 8))
     spread = s.um(9)
@@ -133,9 +139,11 @@ def hsil(rng: np.random.Generator, c: Point, s: SlideStyle, blur: float) -> list
 
 def agc(rng: np.random.Generator, c: Point, s: SlideStyle, blur: float) -> list[Cell]:
     """AGC: crowded strip or sheet of glandular cells, enlarged overlapping hyperchromatic nuclei."""
-    common = dict(kind="AGC", density=rng.uniform(1.2, 1.45), texture=0.4, irregularity=rng.uniform(0.06, 0.12))
-    nucleus_um = ENDOCERVICAL_NUCLEUS_UM * math.sqrt(rng.uniform(2.0, 3.0))
-    if rng.uniform() < 0.6:
+    ph = s.lesions
+    density = rng.uniform(1.2, 1.45) * ph.density("AGC")
+    common = dict(kind="AGC", density=density, texture=0.4, irregularity=rng.uniform(0.06, 0.12))
+    nucleus_um = ENDOCERVICAL_NUCLEUS_UM * math.sqrt(rng.uniform(2.0, 3.0)) * ph.nucleus("AGC")
+    if rng.uniform() < ph.agc_strips:
         return glandular_cells(
             rng,
             c,

@@ -6,7 +6,7 @@ and darken the way stained material does in transmitted light.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -29,6 +29,41 @@ DEBRIS_BROWN = rgb_to_od((200, 170, 140))
 
 
 @dataclass(frozen=True)
+class LesionPhenotype:
+    """How one patient's lesions look (drawn once per slide). Real lesions differ between patients (HPV
+    type, grade, preparation), so a detector has to see many labeled *slides*, not only many cells.
+    ``lesion_variation: 0`` gives the fixed values below (the synthpap-v1 generator)."""
+
+    nucleus_scale: dict[str, float] = field(default_factory=dict)  # multiplier on nuclear radius, per class
+    density_scale: dict[str, float] = field(default_factory=dict)  # multiplier on chromatin density, per class
+    koilocyte_halo: float = 1.0  # share of LSIL cells with a clear perinuclear halo
+    binucleation: float = 0.35  # share of binucleated LSIL cells
+    hsil_single: float = 0.7  # share of HSIL seen as single cells (else syncytial groups)
+    agc_strips: float = 0.6  # share of AGC seen as strips (else crowded sheets)
+
+    def nucleus(self, label: str) -> float:
+        return self.nucleus_scale.get(label, 1.0)
+
+    def density(self, label: str) -> float:
+        return self.density_scale.get(label, 1.0)
+
+
+def draw_phenotype(rng: np.random.Generator, variation: float) -> LesionPhenotype:
+    """One slide's lesion phenotype; ``variation`` scales every departure from the fixed values."""
+    if variation <= 0:
+        return LesionPhenotype()
+    labels = ("ASC-US", "LSIL", "HSIL", "AGC")
+    return LesionPhenotype(
+        nucleus_scale={c: float(np.exp(variation * rng.normal(0, 0.12))) for c in labels},
+        density_scale={c: float(np.exp(variation * rng.normal(0, 0.1))) for c in labels},
+        koilocyte_halo=float(max(0.3, 1 - variation * rng.uniform(0, 0.7))),
+        binucleation=float(np.clip(0.35 + variation * rng.uniform(-0.25, 0.25), 0, 1)),
+        hsil_single=float(np.clip(0.7 + variation * rng.uniform(-0.35, 0.2), 0, 1)),
+        agc_strips=float(np.clip(0.6 + variation * rng.uniform(-0.4, 0.4), 0, 1)),
+    )
+
+
+@dataclass(frozen=True)
 class SlideStyle:
     """Everything that makes one slide look different from another (drawn once per slide)."""
 
@@ -46,6 +81,7 @@ class SlideStyle:
     inflammation: float
     superficial_fraction: float  # hormonal status: superficial vs intermediate squamous cells
     seed: int
+    lesions: LesionPhenotype = LesionPhenotype()
 
     def um(self, microns: float) -> float:
         """Length in level-0 pixels."""
@@ -67,7 +103,7 @@ def draw_style(cfg: SynthConfig, rng: np.random.Generator, width: int, height: i
     illumination = 1.0 + 0.025 * _coarse_field(rng, gh, gw)
     focus_grid = np.exp(0.3 * _coarse_field(rng, gh, gw))
     lo, hi = cfg.focus_sigma
-    return SlideStyle(
+    style = SlideStyle(
         mpp=cfg.mpp,
         background=background,  # type: ignore[arg-type]
         eosin=eosin,
@@ -83,6 +119,8 @@ def draw_style(cfg: SynthConfig, rng: np.random.Generator, width: int, height: i
         superficial_fraction=float(rng.uniform(0.25, 0.75)),
         seed=int(rng.integers(2**62)),
     )
+    # its own stream, so that lesion_variation leaves every other draw (and synthpap-v1) unchanged
+    return replace(style, lesions=draw_phenotype(np.random.default_rng([style.seed, 2**40]), cfg.lesion_variation))
 
 
 def _coarse_field(rng: np.random.Generator, gh: int, gw: int) -> np.ndarray:
