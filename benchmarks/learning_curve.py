@@ -40,13 +40,18 @@ def run_one(
     from wsi_pipeline.config import load_config
     from wsi_pipeline.data.datasets import CocoPatchDataset
     from wsi_pipeline.engine.checkpoint import model_from_checkpoint
-    from wsi_pipeline.engine.run import CLASSES, coco_predictions, run_training
+    from wsi_pipeline.engine.run import CLASSES, coco_predictions, labeled_subset, run_training
     from wsi_pipeline.evaluation.detection import evaluate
 
+    config = load_config(config_name, [*overrides, f"train.labeled_fraction={fraction}", f"train.seed={seed}"])
+    saved = folder / "config.yaml"
+    if saved.is_file() and load_config(saved) != config:
+        raise SystemExit(f"{folder}: holds a run with other settings; remove it or choose another --out")
     result_path = folder / "result.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
-    config = load_config(config_name, [*overrides, f"train.labeled_fraction={fraction}", f"train.seed={seed}"])
+    labeled = CocoPatchDataset(config.train.train_json)
+    labeled = CocoPatchDataset(config.train.train_json, subset_slides=labeled_subset(labeled, fraction, seed))
     started = time.perf_counter()
     logging.getLogger(__name__).info("run %s: fraction %g, seed %d", folder.name, fraction, seed)
     run_training(config, folder, resume=(folder / "checkpoints" / "last.pt").is_file(), progress=progress)
@@ -58,6 +63,8 @@ def run_one(
     result = {
         "fraction": fraction,
         "seed": seed,
+        "train_slides": len(labeled.slide_ids()),
+        "train_patches": len(labeled),
         "seconds": round(time.perf_counter() - started, 1),
         **metrics.summary(),
     }
@@ -93,8 +100,8 @@ def main() -> None:
             ]
             results = [future.result() for future in futures]
     classes = list(results[0]["classes"])
-    print(f"| labeled slides | seeds | mAP (AP10-70) | {' | '.join(classes)} | AP10 | AP50 |")
-    print("|---|---|---|" + "---|" * len(classes) + "---|---|")
+    print(f"| labeled slides | seeds | mAP (AP10-70) | {' | '.join(classes)} | AP10 | AP50 | minutes |")
+    print("|---|---|---|" + "---|" * len(classes) + "---|---|---|")
     for f in args.fractions:
         rows = [r for r in results if r["fraction"] == f]
 
@@ -103,9 +110,12 @@ def main() -> None:
             return "-" if not len(v) else f"{v.mean():.1f} +- {v.std():.1f}"
 
         per_class = [stat([r["classes"][c]["mAP"] for r in rows]) for c in classes]
+        slides = sorted({r.get("train_slides", "?") for r in rows}, key=str)
+        minutes = np.mean([r["seconds"] for r in rows]) / 60
         print(
-            f"| {f:.0%} | {len(rows)} | {stat([r['overall']['mAP'] for r in rows])} | {' | '.join(per_class)} | "
-            f"{stat([r['overall'].get('AP10') for r in rows])} | {stat([r['overall'].get('AP50') for r in rows])} |"
+            f"| {f:.0%} ({'/'.join(map(str, slides))}) | {len(rows)} | {stat([r['overall']['mAP'] for r in rows])} | "
+            f"{' | '.join(per_class)} | {stat([r['overall'].get('AP10') for r in rows])} | "
+            f"{stat([r['overall'].get('AP50') for r in rows])} | {minutes:.1f} |"
         )
 
 
