@@ -35,6 +35,15 @@ def test_patches_are_fed_at_the_configured_size():
     assert batch.image_sizes == [(1200, 1200)]  # torchvision's default would have shrunk it to 800
 
 
+def test_proposal_counts_are_settings():
+    cfg = ModelConfig(backbone="tiny", fpn_channels=64, rpn_pre_nms_top_n=(600, 300), rpn_post_nms_top_n=(500, 200))
+    model = build_detector(cfg)
+    assert (model.detector.rpn.pre_nms_top_n(), model.detector.rpn.post_nms_top_n()) == (600, 500)
+    model.eval()
+    assert (model.detector.rpn.pre_nms_top_n(), model.detector.rpn.post_nms_top_n()) == (300, 200)
+    assert ModelConfig().rpn_post_nms_top_n == (2000, 1000)  # torchvision's defaults
+
+
 def test_anchor_sizes_follow_the_resolution():
     assert anchor_sizes_px(ModelConfig()) == ((32,), (64,), (128,), (256,), (512,))
     assert anchor_sizes_px(ModelConfig(mpp=0.5)) == ((16,), (32,), (64,), (128,), (256,))

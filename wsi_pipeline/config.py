@@ -206,6 +206,8 @@ class ModelConfig:
     box_nms_thresh: Fraction = 0.5
     detections_per_image: PositiveInt = 100
     rpn_batch_size_per_image: PositiveInt = 256
+    rpn_pre_nms_top_n: tuple[PositiveInt, PositiveInt] = (2000, 1000)  # (training, inference), per FPN level
+    rpn_post_nms_top_n: tuple[PositiveInt, PositiveInt] = (2000, 1000)  # (training, inference), per image
     box_batch_size_per_image: PositiveInt = 512
 
 
