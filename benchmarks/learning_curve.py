@@ -40,7 +40,7 @@ def run_one(
     from wsi_pipeline.config import load_config
     from wsi_pipeline.data.datasets import CocoPatchDataset
     from wsi_pipeline.engine.checkpoint import model_from_checkpoint
-    from wsi_pipeline.engine.run import CLASSES, coco_predictions, labeled_subset, run_training
+    from wsi_pipeline.engine.run import CLASSES, coco_predictions, run_training
     from wsi_pipeline.evaluation.detection import evaluate
 
     config = load_config(config_name, [*overrides, f"train.labeled_fraction={fraction}", f"train.seed={seed}"])
@@ -50,11 +50,9 @@ def run_one(
     result_path = folder / "result.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
-    labeled = CocoPatchDataset(config.train.train_json)
-    labeled = CocoPatchDataset(config.train.train_json, subset_slides=labeled_subset(labeled, fraction, seed))
     started = time.perf_counter()
     logging.getLogger(__name__).info("run %s: fraction %g, seed %d", folder.name, fraction, seed)
-    run_training(config, folder, resume=(folder / "checkpoints" / "last.pt").is_file(), progress=progress)
+    trained = run_training(config, folder, resume=(folder / "checkpoints" / "last.pt").is_file(), progress=progress)
     best = folder / "checkpoints" / "best.pt"
     model, _ = model_from_checkpoint(best if best.is_file() else folder / "checkpoints" / "last.pt")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -63,8 +61,8 @@ def run_one(
     result = {
         "fraction": fraction,
         "seed": seed,
-        "train_slides": len(labeled.slide_ids()),
-        "train_patches": len(labeled),
+        "train_slides": trained.slides,
+        "train_patches": trained.patches,
         "seconds": round(time.perf_counter() - started, 1),
         **metrics.summary(),
     }

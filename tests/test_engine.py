@@ -114,7 +114,9 @@ def _cfg(coco: Path, *extra: str):
 
 def test_tiny_config_overfits_four_patches(four_patches: Path, tmp_path: Path):
     torch.set_num_threads(2)
-    run_training(_cfg(four_patches, "train.max_iter=100", "train.checkpoint_every=100"), tmp_path, progress=False)
+    cfg = _cfg(four_patches, "train.max_iter=100", "train.checkpoint_every=100")
+    result = run_training(cfg, tmp_path, progress=False)
+    assert result.patches == 4 and result.slides >= 1
     model, config = model_from_checkpoint(tmp_path / "checkpoints" / "last.pt")  # rebuilt from the file alone
     assert config.model.backbone == "tiny"
     gts, preds = coco_predictions(model, CocoPatchDataset(four_patches), torch.device("cpu"))

@@ -98,6 +98,8 @@ class TrainResult:
     out: Path
     iterations: int
     best_map: float | None
+    slides: int  # labeled slides trained on (after train.labeled_fraction)
+    patches: int
 
 
 def run_training(
@@ -168,4 +170,4 @@ def run_training(
     finally:
         cleanup(dist_info)
     best = evaluator.best_map if evaluator is not None and evaluator.best_iter >= 0 else None
-    return TrainResult(out, trainer.max_iter, best)
+    return TrainResult(out, trainer.max_iter, best, len(train_set.slide_ids()), len(train_set))
