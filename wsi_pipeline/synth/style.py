@@ -12,6 +12,7 @@ import numpy as np
 
 from wsi_pipeline.config import SynthConfig
 from wsi_pipeline.synth.shapes import smooth_noise
+from wsi_pipeline.taxonomy import CLASS_CODES
 
 
 def rgb_to_od(rgb: tuple[float, float, float]) -> np.ndarray:
@@ -52,10 +53,9 @@ def draw_phenotype(rng: np.random.Generator, variation: float) -> LesionPhenotyp
     """One slide's lesion phenotype; ``variation`` scales every departure from the fixed values."""
     if variation <= 0:
         return LesionPhenotype()
-    labels = ("ASC-US", "LSIL", "HSIL", "AGC")
     return LesionPhenotype(
-        nucleus_scale={c: float(np.exp(variation * rng.normal(0, 0.12))) for c in labels},
-        density_scale={c: float(np.exp(variation * rng.normal(0, 0.1))) for c in labels},
+        nucleus_scale={c: float(np.exp(variation * rng.normal(0, 0.12))) for c in CLASS_CODES},
+        density_scale={c: float(np.exp(variation * rng.normal(0, 0.1))) for c in CLASS_CODES},
         koilocyte_halo=float(max(0.3, 1 - variation * rng.uniform(0, 0.7))),
         binucleation=float(np.clip(0.35 + variation * rng.uniform(-0.25, 0.25), 0, 1)),
         hsil_single=float(np.clip(0.7 + variation * rng.uniform(-0.35, 0.2), 0, 1)),
