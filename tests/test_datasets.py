@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from wsi_pipeline.config import AugmentConfig
-from wsi_pipeline.data.augment import augment, hflip, rot90, vflip
+from wsi_pipeline.data.augment import augment, colour_jitter, hflip, rot90, vflip
 from wsi_pipeline.data.datasets import CocoPatchDataset, PatchStoreDataset
 
 
@@ -36,6 +36,58 @@ def test_augment_is_deterministic_for_a_seed_and_keeps_boxes_on_their_pixels():
         out, bx = augment(img, boxes, cfg, np.random.default_rng(seed + int(rng.integers(100))))
         x0, y0, x1, y1 = bx[0].astype(int)
         assert out[y0:y1, x0:x1].mean() < 120 and out.mean() > 150  # the dark object is still in its box
+
+
+def test_colour_jitter_single_pass_equals_the_ops_applied_one_by_one():
+    """The composed affine map gives what brightness, contrast and saturation give applied in turn."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    cfg = AugmentConfig(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.0)
+    for seed in range(5):
+        draws = np.random.default_rng(seed)
+        ops, factors = draws.permutation(4), [draws.uniform(0.7, 1.3) for _ in range(3)]
+        ref = img.astype(np.float64)
+        for op in ops:
+            if op == 0:
+                ref = ref * factors[0]
+            elif op == 1:
+                ref = (ref - ref.mean()) * factors[1] + ref.mean()
+            elif op == 2:
+                grey = (ref @ np.array([0.299, 0.587, 0.114]))[..., None]
+                ref = (ref - grey) * factors[2] + grey
+        ref = np.clip(np.rint(ref), 0, 255)
+        out = colour_jitter(img, cfg, np.random.default_rng(seed))
+        assert np.abs(out.astype(int) - ref).max() <= 1
+
+
+class _Draws:
+    """A stand-in generator: a fixed order of the four colour ops and fixed factors."""
+
+    def __init__(self, order: list[int], factors: list[float]):
+        self.order, self.factors = order, list(factors)
+
+    def permutation(self, n: int) -> np.ndarray:
+        return np.array(self.order)
+
+    def uniform(self, low: float = 0.0, high: float = 1.0) -> float:
+        return self.factors.pop(0)
+
+
+def test_colour_jitter_by_hand():
+    """Factors (brightness, contrast, saturation, hue) chosen by hand on tiny images."""
+    cfg = AugmentConfig()
+    grey = np.full((2, 2, 3), 100, np.uint8)
+    assert np.array_equal(colour_jitter(grey, cfg, _Draws([0, 1, 2, 3], [1.2, 1.0, 1.0, 0.0])), grey + 20)
+    two = np.array([[[50, 50, 50], [150, 150, 150]]], np.uint8)  # mean 100: contrast 0.5 gives 75 / 125
+    out = colour_jitter(two, cfg, _Draws([1, 0, 2, 3], [1.0, 0.5, 1.0, 0.0]))
+    assert out[0, :, 0].tolist() == [75, 125]
+    # brightness 2 then contrast 0.5: the contrast centre is the brightened mean, 200 -> 150 / 250
+    out = colour_jitter(two, cfg, _Draws([0, 1, 2, 3], [2.0, 0.5, 1.0, 0.0]))
+    assert out[0, :, 0].tolist() == [150, 250]
+    red = np.array([[[200, 0, 0]]], np.uint8)  # saturation 0: every channel becomes the luma 0.299 * 200
+    assert colour_jitter(red, cfg, _Draws([2, 0, 1, 3], [1.0, 1.0, 0.0, 0.0]))[0, 0].tolist() == [60, 60, 60]
+    shifted = colour_jitter(red, cfg, _Draws([3, 0, 1, 2], [1.0, 1.0, 1.0, 1 / 3]))  # hue +120 deg: red -> green
+    assert shifted[0, 0].argmax() == 1 and shifted[0, 0, 0] < 10
 
 
 def test_coco_dataset_targets_negatives_and_determinism(tiny_dataset: Path):

@@ -33,9 +33,16 @@ def rot90(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return np.rot90(image), out
 
 
+GREY_WEIGHTS = np.array([0.299, 0.587, 0.114])  # luma, for saturation
+
+
 def colour_jitter(image: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """Brightness, contrast, saturation (multiplicative) and hue (shift), in random order."""
-    img = image.astype(np.float32)
+    """Brightness, contrast, saturation (multiplicative) and hue (shift), in random order.
+
+    Brightness, contrast (around the image mean) and saturation (around the luma) are affine maps of each
+    pixel's colour, so consecutive ones are composed into one 3x4 matrix and applied in a single pass;
+    only a hue shift (a lookup on the HSV hue channel) needs the image in between.
+    """
     ops = rng.permutation(4)
     factors = {
         0: rng.uniform(1 - cfg.brightness, 1 + cfg.brightness),
@@ -43,20 +50,33 @@ def colour_jitter(image: np.ndarray, cfg: AugmentConfig, rng: np.random.Generato
         2: rng.uniform(1 - cfg.saturation, 1 + cfg.saturation),
         3: rng.uniform(-cfg.hue, cfg.hue),
     }
+    matrix, bias = np.eye(3), np.zeros(3)
+    mean = np.array(cv2.mean(image)[:3])  # per-channel mean of the image the affine map applies to
     for op in ops:
-        f = factors[int(op)]
+        f = float(factors[int(op)])
         if op == 0:
-            img *= f
+            matrix, bias = f * matrix, f * bias
         elif op == 1:
-            img = (img - img.mean()) * f + img.mean()
+            level = float((matrix @ mean + bias).mean())  # mean grey level after the maps so far
+            matrix, bias = f * matrix, f * bias + (1 - f) * level
         elif op == 2:
-            grey = img @ np.array([0.299, 0.587, 0.114], np.float32)
-            img = (img - grey[..., None]) * f + grey[..., None]
+            towards_grey = f * np.eye(3) + (1 - f) * np.outer(np.ones(3), GREY_WEIGHTS)
+            matrix, bias = towards_grey @ matrix, towards_grey @ bias
         elif abs(f) > 1e-6:
-            hsv = cv2.cvtColor(np.clip(img, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV_FULL).astype(np.float32)
-            hsv[..., 0] = (hsv[..., 0] + f * 256.0) % 256.0
-            img = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB_FULL).astype(np.float32)
-    return np.clip(img, 0, 255).astype(np.uint8)
+            image = _apply_affine(image, matrix, bias)
+            hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV_FULL)
+            hsv[..., 0] = ((np.arange(256) + f * 256.0) % 256.0).astype(np.uint8)[hsv[..., 0]]
+            image = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL)
+            matrix, bias = np.eye(3), np.zeros(3)
+            mean = np.array(cv2.mean(image)[:3])
+    return _apply_affine(image, matrix, bias)
+
+
+def _apply_affine(image: np.ndarray, matrix: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """``matrix @ rgb + bias`` for every pixel of a uint8 ``(H, W, 3)`` image, rounded and clipped to uint8."""
+    if np.allclose(matrix, np.eye(3)) and np.allclose(bias, 0):
+        return image
+    return cv2.transform(np.ascontiguousarray(image), np.hstack([matrix, bias[:, None]]).astype(np.float32))
 
 
 def augment(
