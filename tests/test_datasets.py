@@ -108,6 +108,16 @@ def test_coco_dataset_targets_negatives_and_determinism(tiny_dataset: Path):
     assert not torch.equal(first, aug[1][0])
 
 
+def test_only_slides_keeps_those_slides_patches_and_boxes(tiny_dataset: Path):
+    full = CocoPatchDataset(tiny_dataset / "patches" / "train.json")
+    keep = set(full.slide_ids()[:1])
+    part = full.only_slides(keep)
+    assert part.slide_ids() == sorted(keep) and 0 < len(part) < len(full)
+    assert {part.image_id(i) for i in range(len(part))} == set(part.annotations)
+    first = next(i for i in range(len(full)) if full.images[i]["slide_id"] in keep)
+    assert np.array_equal(part.load(0)[1], full.load(first)[1])  # same patch, same boxes
+
+
 def test_negative_patches_have_empty_targets(tmp_path: Path):
     from PIL import Image
 

@@ -15,7 +15,7 @@ from wsi_pipeline.cli.main import cli
 from wsi_pipeline.config import load_config
 from wsi_pipeline.data.datasets import CocoPatchDataset
 from wsi_pipeline.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from wsi_pipeline.engine.run import CLASSES, coco_predictions, run_training
+from wsi_pipeline.engine.run import CLASSES, coco_predictions, labeled_subset, run_training
 from wsi_pipeline.engine.schedule import BatchSchedule, lr_factor
 from wsi_pipeline.engine.trainer import Trainer, TrainingDiverged
 from wsi_pipeline.evaluation.detection import evaluate
@@ -33,6 +33,15 @@ NO_AUG = [
 def test_lr_factor_hand_values():
     f = [lr_factor(i, 10, 0.1, (20, 30), 0.1) for i in (0, 5, 10, 19, 20, 29, 30, 1000)]
     assert f == pytest.approx([0.1, 0.55, 1.0, 1.0, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_labeled_subset_is_seeded_nested_and_rounds_to_slides():
+    slides = [f"S{i:02d}" for i in range(35)]
+    assert labeled_subset(slides, 1.0, 0) is None
+    quarter, half = labeled_subset(slides, 0.25, 0), labeled_subset(slides, 0.5, 0)
+    assert len(quarter) == 9 and len(half) == 18 and quarter < half <= set(slides)  # round(8.75), round(17.5)
+    assert labeled_subset(slides, 0.25, 0) == quarter and labeled_subset(slides, 0.25, 1) != quarter
+    assert len(labeled_subset(slides, 0.001, 0)) == 1  # never an empty training set
 
 
 def test_batch_schedule_is_a_pure_function_of_the_iteration():

@@ -9,6 +9,7 @@ detector has no ignore regions. Augmentation is seeded by (seed, epoch, index): 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from pathlib import Path
@@ -95,7 +96,6 @@ class CocoPatchDataset(_BoxDataset):
         image_root: str | Path | None = None,
         augment_cfg: AugmentConfig | None = None,
         seed: int = 0,
-        subset_slides: set[str] | None = None,
     ):
         path = Path(coco_json)
         try:
@@ -112,7 +112,7 @@ class CocoPatchDataset(_BoxDataset):
             cats[int(c["id"])] = lesion.id if lesion else None
         if tally.other or tally.unknown:
             log.warning("%s: categories not used for training: %s", path, tally.summary())
-        images = [img for img in data["images"] if subset_slides is None or img.get("slide_id") in subset_slides]
+        images = list(data["images"])
         by_image: dict[int, list[dict[str, Any]]] = {int(img["id"]): [] for img in images}
         self.ignored = 0
         for ann in data["annotations"]:
@@ -138,6 +138,13 @@ class CocoPatchDataset(_BoxDataset):
 
     def slide_ids(self) -> list[str]:
         return sorted({str(img.get("slide_id", "")) for img in self.images})
+
+    def only_slides(self, slides: set[str]) -> CocoPatchDataset:
+        """A copy holding only the patches of ``slides`` (by the images' ``slide_id``)."""
+        subset = copy.copy(self)
+        subset.images = [img for img in self.images if str(img.get("slide_id", "")) in slides]
+        subset.annotations = {int(img["id"]): self.annotations[int(img["id"])] for img in subset.images}
+        return subset
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw ``(image uint8 HWC, boxes (n, 4) xyxy, labels (n,))`` of one patch, unaugmented."""

@@ -40,11 +40,11 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-def labeled_subset(dataset: CocoPatchDataset, fraction: float, seed: int) -> set[str] | None:
-    """A seeded choice of ``fraction`` of the labeled *slides* (the learning-curve protocol)."""
+def labeled_subset(slides: list[str], fraction: float, seed: int) -> set[str] | None:
+    """A seeded choice of ``fraction`` of the labeled *slides* (the learning-curve protocol); ``None``
+    keeps them all. For one seed the choices are nested: 25% of the slides are among the 50%."""
     if fraction >= 1.0:
         return None
-    slides = dataset.slide_ids()
     k = max(1, round(fraction * len(slides)))
     order = np.random.default_rng([seed, 1]).permutation(len(slides))
     return {slides[int(i)] for i in order[:k]}
@@ -124,9 +124,10 @@ def run_training(
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     device = select_device(cfg.device, dist_info.local_rank)
 
-    probe = CocoPatchDataset(cfg.train_json)
-    subset = labeled_subset(probe, cfg.labeled_fraction, cfg.seed)
-    train_set = CocoPatchDataset(cfg.train_json, augment_cfg=cfg.augment, seed=cfg.seed, subset_slides=subset)
+    train_set = CocoPatchDataset(cfg.train_json, augment_cfg=cfg.augment, seed=cfg.seed)
+    subset = labeled_subset(train_set.slide_ids(), cfg.labeled_fraction, cfg.seed)
+    if subset is not None:
+        train_set = train_set.only_slides(subset)
     log.info("training on %d patches from %d slides", len(train_set), len(train_set.slide_ids()))
     model = build_detector(config.model).to(device)
     if cfg.channels_last and device.type == "cuda":
