@@ -15,7 +15,8 @@ from wsi_pipeline.cli.main import cli
 from wsi_pipeline.config import load_config
 from wsi_pipeline.data.datasets import CocoPatchDataset
 from wsi_pipeline.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from wsi_pipeline.engine.run import CLASSES, coco_predictions, labeled_subset, run_training
+from wsi_pipeline.engine.predict import coco_predictions
+from wsi_pipeline.engine.run import CLASSES, labeled_subset, run_training
 from wsi_pipeline.engine.schedule import BatchSchedule, lr_factor
 from wsi_pipeline.engine.trainer import Trainer, TrainingDiverged
 from wsi_pipeline.evaluation.detection import evaluate
@@ -121,7 +122,7 @@ def _cfg(coco: Path, *extra: str):
     )
 
 
-def test_tiny_config_overfits_four_patches(four_patches: Path, tmp_path: Path):
+def test_tiny_config_overfits_four_patches_and_evaluates_from_the_cli(four_patches: Path, tmp_path: Path):
     torch.set_num_threads(2)
     cfg = _cfg(four_patches, "train.max_iter=100", "train.checkpoint_every=100")
     result = run_training(cfg, tmp_path, progress=False)
@@ -131,6 +132,23 @@ def test_tiny_config_overfits_four_patches(four_patches: Path, tmp_path: Path):
     gts, preds = coco_predictions(model, CocoPatchDataset(four_patches), torch.device("cpu"))
     metrics = evaluate(gts, preds, CLASSES)
     assert metrics.mean_ap > 0.9, metrics.summary()
+
+    # the same model evaluated from the command line, then its saved predictions re-evaluated
+    ckpt, saved = tmp_path / "checkpoints" / "last.pt", tmp_path / "preds.json"
+    base = ["-q", "eval", "--gt", str(four_patches)]
+    fresh = CliRunner().invoke(
+        cli, [*base, "--checkpoint", str(ckpt), "--save-pred", str(saved), "--out", str(tmp_path / "a.json")]
+    )
+    assert fresh.exit_code == 0, fresh.output
+    results = json.loads(saved.read_text())
+    assert results and {"image_id", "category_id", "bbox", "score"} == set(results[0])
+    again = CliRunner().invoke(cli, [*base, "--pred", str(saved), "--out", str(tmp_path / "b.json")])
+    assert again.exit_code == 0, again.output
+    a, b = (json.loads((tmp_path / f"{x}.json").read_text())["overall"]["mAP"] for x in "ab")
+    assert a == b and a == pytest.approx(metrics.mean_ap, abs=1e-3)  # boxes saved to 0.01 px
+    for wrong in ([], ["--pred", str(saved), "--checkpoint", str(ckpt)], ["--pred", str(saved), "--save-pred", "x"]):
+        bad = CliRunner().invoke(cli, [*base, *wrong])
+        assert bad.exit_code == 2 and ("--pred" in bad.output or "--save-pred" in bad.output), bad.output
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(four_patches: Path, tmp_path: Path, monkeypatch):

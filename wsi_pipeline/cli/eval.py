@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from wsi_pipeline.cli.common import fail_cleanly, log
+from wsi_pipeline.cli.common import fail_cleanly, log, progress_enabled
 
 
 @click.command("eval")
@@ -21,10 +21,20 @@ from wsi_pipeline.cli.common import fail_cleanly, log
 @click.option(
     "--pred",
     "pred_path",
-    required=True,
     type=click.Path(exists=True, path_type=Path),
     help="Predictions: COCO results .json, or GeoJSON with scores (file or folder).",
 )
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Instead of --pred: predict the COCO patches of --gt with this trained model (checkpoints/*.pt).",
+)
+@click.option(
+    "--save-pred",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --checkpoint: also write its predictions as COCO results (re-evaluate with --pred).",
+)
+@click.option("--device", default="auto", show_default=True, help="With --checkpoint: auto, cpu, cuda, cuda:1, ...")
 @click.option(
     "--out",
     "out_path",
@@ -39,20 +49,41 @@ from wsi_pipeline.cli.common import fail_cleanly, log
     help="Detections kept per patch (COCO's 100); whole slides are never capped.",
 )
 @fail_cleanly
-def eval_cmd(gt_path: Path, pred_path: Path, out_path: Path | None, max_dets: int) -> None:
+def eval_cmd(
+    gt_path: Path,
+    pred_path: Path | None,
+    checkpoint: Path | None,
+    save_pred: Path | None,
+    device: str,
+    out_path: Path | None,
+    max_dets: int,
+) -> None:
     """Evaluate detections the paper's way: mean AP over IoU 0.10, 0.15, ..., 0.70 per lesion class.
 
     \b
     Examples:
       wsi-pipeline eval --gt data/synthpap-v2/patches/test.json --pred preds.json
+      wsi-pipeline eval --gt data/synthpap-v2/patches/test.json --checkpoint runs/tiny/checkpoints/best.pt
       wsi-pipeline eval --gt data/synthpap-v2/slides --pred predictions/ --out report.json
     """
     from wsi_pipeline.evaluation.detection import evaluate
     from wsi_pipeline.evaluation.inputs import CLASSES, load_coco, load_slides
     from wsi_pipeline.io import write_json_atomic
 
-    coco = gt_path.suffix == ".json" and pred_path.suffix == ".json"
-    gts, preds, labels = load_coco(gt_path, pred_path) if coco else load_slides(gt_path, pred_path)
+    if (pred_path is None) == (checkpoint is None):
+        raise click.UsageError("give either --pred (saved predictions) or --checkpoint (a trained model)")
+    if checkpoint is None and save_pred is not None:
+        raise click.UsageError("--save-pred goes with --checkpoint")
+    if checkpoint is not None and gt_path.suffix != ".json":
+        raise click.UsageError(f"--checkpoint predicts COCO patch sets; {gt_path} is not a COCO .json")
+    coco = gt_path.suffix == ".json" and (pred_path is None or pred_path.suffix == ".json")
+    if checkpoint is not None:
+        gts, preds, labels = _predict(gt_path, checkpoint, save_pred, device)
+        pred_path = save_pred or checkpoint
+    elif coco:
+        gts, preds, labels = load_coco(gt_path, pred_path)
+    else:
+        gts, preds, labels = load_slides(gt_path, pred_path)
     metrics = evaluate(gts, preds, CLASSES, max_dets=max_dets if coco else None)
     report = metrics.summary()
     report.update(
@@ -68,6 +99,27 @@ def eval_cmd(gt_path: Path, pred_path: Path, out_path: Path | None, max_dets: in
     if out_path is not None:
         write_json_atomic(out_path, report)
         log.info("report written to %s", out_path)
+
+
+def _predict(gt_path: Path, checkpoint: Path, save_pred: Path | None, device_name: str):  # type: ignore[no-untyped-def]
+    """Run the checkpoint's model on the patches of a COCO file: ``(gts, preds, label report)`` as
+    :func:`load_coco` gives them, so saved and fresh predictions evaluate identically."""
+    from wsi_pipeline.data.datasets import CocoPatchDataset
+    from wsi_pipeline.engine.checkpoint import model_from_checkpoint
+    from wsi_pipeline.engine.predict import predict_patches, to_coco_results
+    from wsi_pipeline.engine.run import select_device
+    from wsi_pipeline.evaluation.inputs import coco_detections, load_coco_gt
+    from wsi_pipeline.io import write_json_atomic
+
+    gts, cats, labels = load_coco_gt(gt_path)
+    dataset = CocoPatchDataset(gt_path)
+    device = select_device(device_name)
+    model, _ = model_from_checkpoint(checkpoint, map_location=device)
+    results = to_coco_results(predict_patches(model.to(device), dataset, device, progress=progress_enabled()), dataset)
+    if save_pred is not None:
+        write_json_atomic(save_pred, results)
+        log.info("predictions written to %s", save_pred)
+    return gts, coco_detections(results, cats, gts, checkpoint, gt_path), labels
 
 
 def format_report(report: dict) -> str:

@@ -21,9 +21,10 @@ from wsi_pipeline.data.datasets import CocoPatchDataset, detection_collate
 from wsi_pipeline.engine.checkpoint import load_checkpoint
 from wsi_pipeline.engine.distributed import cleanup, init_distributed
 from wsi_pipeline.engine.hooks import Checkpointer, Evaluator, LRSchedule, MetricsLog
+from wsi_pipeline.engine.predict import coco_predictions
 from wsi_pipeline.engine.schedule import BatchSchedule
 from wsi_pipeline.engine.trainer import Trainer
-from wsi_pipeline.evaluation.detection import ImageBoxes, evaluate
+from wsi_pipeline.evaluation.detection import evaluate
 from wsi_pipeline.modeling import build_detector
 from wsi_pipeline.taxonomy import BY_ID
 
@@ -36,7 +37,7 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name}: CUDA is not available on this machine")
+        raise ValueError(f"device {name}: CUDA is not available on this machine")
     return device
 
 
@@ -73,24 +74,6 @@ def make_loader(dataset: Any, schedule: BatchSchedule, start: int, workers: int)
         generator=torch.Generator().manual_seed(schedule.seed),
     )
     return iter(loader)
-
-
-@torch.no_grad()
-def coco_predictions(model: torch.nn.Module, dataset: CocoPatchDataset, device: torch.device, batch: int = 4):
-    """Ground truth and predictions of a (non-augmented) COCO dataset, for :func:`evaluate`."""
-    gts: dict[object, ImageBoxes] = {}
-    preds: dict[object, ImageBoxes] = {}
-    for start in range(0, len(dataset), batch):
-        items = [dataset.load(i) for i in range(start, min(start + batch, len(dataset)))]
-        images = [torch.from_numpy(np.array(img)).permute(2, 0, 1).float().div(255).to(device) for img, _, _ in items]
-        outputs = model(images)
-        for k, ((_, boxes, labels), out) in enumerate(zip(items, outputs, strict=True)):
-            key = start + k
-            gts[key] = ImageBoxes(boxes, labels, ignore=np.zeros(len(labels), bool))
-            preds[key] = ImageBoxes(
-                out["boxes"].cpu().numpy(), out["labels"].cpu().numpy(), scores=out["scores"].cpu().numpy()
-            )
-    return gts, preds
 
 
 @dataclass

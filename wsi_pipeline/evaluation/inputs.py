@@ -44,6 +44,19 @@ def _category_map(categories: list[dict[str, Any]], path: Path, tally: LabelTall
 
 def load_coco(gt_path: Path, pred_path: Path) -> tuple[dict[object, ImageBoxes], dict[object, ImageBoxes], str]:
     """Ground truth and predictions keyed by image id, and a one-line label report."""
+    gts, cats, labels = load_coco_gt(gt_path)
+    pred = _read_json(pred_path)
+    dets = pred.get("annotations") if isinstance(pred, dict) else pred
+    if not isinstance(dets, list):
+        raise ValueError(f"{pred_path}: expected a COCO results list of detections")
+    if isinstance(pred, dict) and "categories" in pred:
+        cats = _category_map(pred["categories"], pred_path, LabelTally())
+    return gts, coco_detections(dets, cats, gts, pred_path, gt_path), labels
+
+
+def load_coco_gt(gt_path: Path) -> tuple[dict[object, ImageBoxes], dict[int, int | None], str]:
+    """Ground truth of a COCO file per image id (``iscrowd`` boxes as ignore regions), its category
+    ids mapped to lesion ids (``None``: not a lesion class), and a one-line label report."""
     gt = _read_json(gt_path)
     if not isinstance(gt, dict) or not {"images", "annotations", "categories"} <= set(gt):
         raise ValueError(f"{gt_path}: not a COCO ground-truth file (needs images, annotations, categories)")
@@ -56,32 +69,29 @@ def load_coco(gt_path: Path, pred_path: Path) -> tuple[dict[object, ImageBoxes],
             continue
         x, y, w, h = ann["bbox"]
         boxes.setdefault(int(ann["image_id"]), []).append(([x, y, x + w, y + h], cid, bool(ann.get("iscrowd", 0))))
-    gts = {i: _image_boxes(v, "ignore") for i, v in boxes.items()}
-    pred = _read_json(pred_path)
-    dets = pred.get("annotations") if isinstance(pred, dict) else pred
-    if not isinstance(dets, list):
-        raise ValueError(f"{pred_path}: expected a COCO results list of detections")
-    pred_cats = (
-        _category_map(pred["categories"], pred_path, LabelTally())
-        if isinstance(pred, dict) and "categories" in pred
-        else cats
-    )
+    return {i: _image_boxes(v, "ignore") for i, v in boxes.items()}, cats, tally.summary()
+
+
+def coco_detections(
+    dets: list[Any], cats: dict[int, int | None], gts: dict[object, ImageBoxes], source: Path, gt_path: Path
+) -> dict[object, ImageBoxes]:
+    """COCO results (``image_id``, ``category_id``, ``bbox`` xywh, ``score``) per image id; detections of
+    categories outside the lesion classes are dropped. ``source`` names the predictions in errors."""
     found: dict[int, list[tuple[list[float], int, float]]] = {}
     for k, det in enumerate(dets):
         try:
             x, y, w, h = det["bbox"]
-            cid = pred_cats.get(int(det["category_id"]))
+            cid = cats.get(int(det["category_id"]))
             score = float(det["score"])
             image_id = int(det["image_id"])
         except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{pred_path}: detection {k} lacks image_id/category_id/bbox/score ({err})") from None
+            raise ValueError(f"{source}: detection {k} lacks image_id/category_id/bbox/score ({err})") from None
         if cid is None:
             continue
         if image_id not in gts:
-            raise ValueError(f"{pred_path}: detection {k} refers to image {image_id}, not in {gt_path.name}")
+            raise ValueError(f"{source}: detection {k} refers to image {image_id}, not in {gt_path.name}")
         found.setdefault(image_id, []).append(([x, y, x + w, y + h], cid, score))
-    preds = {i: _image_boxes(v, "scores") for i, v in found.items()}
-    return gts, preds, tally.summary()
+    return {i: _image_boxes(v, "scores") for i, v in found.items()}
 
 
 def _image_boxes(rows: list[tuple[list[float], int, Any]], extra: str) -> ImageBoxes:

@@ -1,0 +1,68 @@
+"""A trained detector on COCO patch sets: validation during training, ``eval --checkpoint``, benchmarks.
+
+Boxes are xyxy in patch pixels (the patch's own frame, as stored in the COCO file); labels are lesion
+class ids (``wsi_pipeline.taxonomy``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from wsi_pipeline.data.datasets import CocoPatchDataset, to_tensor
+from wsi_pipeline.evaluation.detection import ImageBoxes
+
+
+@torch.no_grad()
+def predict_patches(
+    model: torch.nn.Module, dataset: CocoPatchDataset, device: torch.device, batch: int = 4, progress: bool = False
+) -> dict[int, ImageBoxes]:
+    """Detections per COCO image id for every (unaugmented) patch of ``dataset``; ``model`` in eval mode."""
+    preds: dict[int, ImageBoxes] = {}
+    with tqdm(total=len(dataset), desc="predict", unit="patch", disable=not progress) as bar:
+        for start in range(0, len(dataset), batch):
+            indices = range(start, min(start + batch, len(dataset)))
+            outputs = model([to_tensor(dataset.load(i)[0]).to(device) for i in indices])
+            for i, out in zip(indices, outputs, strict=True):
+                preds[dataset.image_id(i)] = ImageBoxes(
+                    out["boxes"].cpu().numpy(), out["labels"].cpu().numpy(), scores=out["scores"].cpu().numpy()
+                )
+            bar.update(len(indices))
+    return preds
+
+
+def coco_predictions(
+    model: torch.nn.Module, dataset: CocoPatchDataset, device: torch.device, batch: int = 4
+) -> tuple[dict[int, ImageBoxes], dict[int, ImageBoxes]]:
+    """``(ground truth, predictions)`` per image id, ready for :func:`~wsi_pipeline.evaluation.detection.evaluate`."""
+    gts = {}
+    for i in range(len(dataset)):
+        _, boxes, labels = dataset.load(i)
+        gts[dataset.image_id(i)] = ImageBoxes(boxes, labels, ignore=np.zeros(len(labels), bool))
+    return gts, predict_patches(model, dataset, device, batch)
+
+
+def to_coco_results(preds: dict[int, ImageBoxes], dataset: CocoPatchDataset) -> list[dict[str, Any]]:
+    """Detections in the COCO results format (``image_id``, ``category_id`` of the dataset's own
+    categories, ``bbox`` as ``[x, y, w, h]``, ``score``), sorted by image and falling score."""
+    category = {}
+    for coco_id, lesion_id in sorted(dataset.categories.items()):
+        if lesion_id is not None:
+            category.setdefault(lesion_id, coco_id)
+    results = []
+    for image_id in sorted(preds):
+        p = preds[image_id]
+        for k in np.argsort(-p.scores, kind="stable"):
+            x0, y0, x1, y1 = (round(float(v), 2) for v in p.boxes[k])
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": category[int(p.labels[k])],
+                    "bbox": [x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)],
+                    "score": round(float(p.scores[k]), 5),
+                }
+            )
+    return results
