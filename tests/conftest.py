@@ -27,6 +27,12 @@ TINY_OVERRIDES = (
 
 
 @pytest.fixture(scope="session")
+def tiny_overrides() -> tuple[str, ...]:
+    """``--set`` values for tiny synth slides (commands that take overrides)."""
+    return TINY_OVERRIDES
+
+
+@pytest.fixture(scope="session")
 def tiny_config() -> PipelineConfig:
     return load_config(None, TINY_OVERRIDES)
 

@@ -64,6 +64,20 @@ def test_synth_end_to_end(tmp_path: Path):
     assert "width: 1300" in (tmp_path / "config.yaml").read_text()
 
 
+def test_demo_runs_synth_tile_train_eval_and_reuses_its_outputs(tmp_path: Path, tiny_overrides: tuple[str, ...]):
+    """The README demo on tiny slides and a 4-iteration schedule: every stage runs and writes its files."""
+    sets = [*tiny_overrides, "model.input_size=256", "train.max_iter=4", "train.checkpoint_every=2"]
+    args = ["-q", "demo", "--out", str(tmp_path), "--workers", "1", *[a for kv in sets for a in ("--set", kv)]]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    report = json.loads((tmp_path / "train" / "test_report.json").read_text())
+    assert report["mode"] == "patches (COCO)" and report["images"] > 0 and "mAP" in report["overall"]
+    assert list((tmp_path / "tiles").glob("*.zarr")) and (tmp_path / "train" / "test_predictions.json").is_file()
+    again = CliRunner().invoke(cli, args)  # finished stages are reused, not redone or refused
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "train" / "test_report.json").read_text()) == report
+
+
 def test_console_script_is_installed():
     exe = Path(sys.executable).parent / "wsi-pipeline"
     out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True).stdout

@@ -77,8 +77,15 @@ def eval_cmd(
     if checkpoint is not None and gt_path.suffix != ".json":
         raise click.UsageError(f"--checkpoint predicts COCO patch sets; {gt_path} is not a COCO .json")
     coco = gt_path.suffix == ".json" and (pred_path is None or pred_path.suffix == ".json")
-    if checkpoint is not None:
-        gts, preds, labels = _predict(gt_path, checkpoint, save_pred, device)
+    if checkpoint is not None:  # torch is imported only here: evaluating saved predictions stays light
+        from wsi_pipeline.engine.predict import predict_coco_file
+        from wsi_pipeline.engine.run import select_device
+
+        gts, preds, labels = predict_coco_file(
+            gt_path, checkpoint, select_device(device), save_pred, progress=progress_enabled()
+        )
+        if save_pred is not None:
+            log.info("predictions written to %s", save_pred)
         pred_path = save_pred or checkpoint
     elif coco:
         gts, preds, labels = load_coco(gt_path, pred_path)
@@ -99,27 +106,6 @@ def eval_cmd(
     if out_path is not None:
         write_json_atomic(out_path, report)
         log.info("report written to %s", out_path)
-
-
-def _predict(gt_path: Path, checkpoint: Path, save_pred: Path | None, device_name: str):  # type: ignore[no-untyped-def]
-    """Run the checkpoint's model on the patches of a COCO file: ``(gts, preds, label report)`` as
-    :func:`load_coco` gives them, so saved and fresh predictions evaluate identically."""
-    from wsi_pipeline.data.datasets import CocoPatchDataset
-    from wsi_pipeline.engine.checkpoint import model_from_checkpoint
-    from wsi_pipeline.engine.predict import predict_patches, to_coco_results
-    from wsi_pipeline.engine.run import select_device
-    from wsi_pipeline.evaluation.inputs import coco_detections, load_coco_gt
-    from wsi_pipeline.io import write_json_atomic
-
-    gts, cats, labels = load_coco_gt(gt_path)
-    dataset = CocoPatchDataset(gt_path)
-    device = select_device(device_name)
-    model, _ = model_from_checkpoint(checkpoint, map_location=device)
-    results = to_coco_results(predict_patches(model.to(device), dataset, device, progress=progress_enabled()), dataset)
-    if save_pred is not None:
-        write_json_atomic(save_pred, results)
-        log.info("predictions written to %s", save_pred)
-    return gts, coco_detections(results, cats, gts, checkpoint, gt_path), labels
 
 
 def format_report(report: dict) -> str:

@@ -6,6 +6,7 @@ class ids (``wsi_pipeline.taxonomy``).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,3 +67,22 @@ def to_coco_results(preds: dict[int, ImageBoxes], dataset: CocoPatchDataset) -> 
                 }
             )
     return results
+
+
+def predict_coco_file(
+    gt_path: Path, checkpoint: Path, device: torch.device, save_pred: Path | None = None, progress: bool = False
+) -> tuple[dict[object, ImageBoxes], dict[object, ImageBoxes], str]:
+    """Run a checkpoint's model on the patches of a COCO file: ``(gts, preds, label report)`` exactly as
+    :func:`~wsi_pipeline.evaluation.inputs.load_coco` gives them for saved predictions (``save_pred``
+    writes those, atomically), so fresh and saved predictions evaluate identically."""
+    from wsi_pipeline.engine.checkpoint import model_from_checkpoint
+    from wsi_pipeline.evaluation.inputs import coco_detections, load_coco_gt
+    from wsi_pipeline.io import write_json_atomic
+
+    gts, cats, labels = load_coco_gt(gt_path)
+    dataset = CocoPatchDataset(gt_path)
+    model, _ = model_from_checkpoint(checkpoint, map_location=device)
+    results = to_coco_results(predict_patches(model.to(device), dataset, device, progress=progress), dataset)
+    if save_pred is not None:
+        write_json_atomic(save_pred, results)
+    return gts, coco_detections(results, cats, gts, checkpoint, gt_path), labels
