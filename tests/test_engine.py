@@ -151,6 +151,42 @@ def test_tiny_config_overfits_four_patches_and_evaluates_from_the_cli(four_patch
         assert bad.exit_code == 2 and ("--pred" in bad.output or "--save-pred" in bad.output), bad.output
 
 
+class _FixedDetector(torch.nn.Module):
+    """Stands in for a trained model: the same detections for every image."""
+
+    def __init__(self, boxes: list[list[float]], scores: list[float]):
+        super().__init__()
+        self.out = {
+            "boxes": torch.tensor(boxes),
+            "labels": torch.full((len(boxes),), 2),
+            "scores": torch.tensor(scores),
+        }
+
+    def forward(self, images):  # type: ignore[no-untyped-def]
+        return [dict(self.out) for _ in images]
+
+
+def test_validation_treats_cut_lesions_as_ignore_regions_like_eval(tmp_path: Path):
+    """A detection on an ``iscrowd`` box (a lesion cut by the patch edge) is neither a hit nor a false
+    positive, in validation/benchmarks exactly as in ``wsi-pipeline eval``."""
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(tmp_path / "p.png")
+    coco = {
+        "images": [{"id": 5, "file_name": "p.png", "width": 64, "height": 64}],
+        "annotations": [
+            {"id": 1, "image_id": 5, "category_id": 2, "bbox": [10, 10, 20, 20], "iscrowd": 0},
+            {"id": 2, "image_id": 5, "category_id": 2, "bbox": [40, 40, 20, 20], "iscrowd": 1},
+        ],
+        "categories": [{"id": 2, "name": "LSIL"}],
+    }
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    model = _FixedDetector([[40.0, 40.0, 60.0, 60.0], [10.0, 10.0, 30.0, 30.0]], [0.9, 0.8])  # cut one first
+    gts, preds = coco_predictions(
+        model, CocoPatchDataset(tmp_path / "c.json", image_root=tmp_path), torch.device("cpu")
+    )
+    assert list(gts) == [5] and gts[5].ignore.tolist() == [False, True]
+    assert evaluate(gts, preds, CLASSES).summary()["classes"]["LSIL"]["mAP"] == pytest.approx(1.0)
+
+
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(four_patches: Path, tmp_path: Path, monkeypatch):
     torch.set_num_threads(1)
     cfg = _cfg(four_patches, "train.max_iter=6", "train.checkpoint_every=3", "train.augment.hflip=0.5")

@@ -123,6 +123,7 @@ class CocoPatchDataset(_BoxDataset):
                 self.ignored += 1
                 continue
             by_image[image_id].append(ann)
+        self.path = path
         self.root = root
         self.images = images
         self.annotations = by_image

@@ -37,12 +37,16 @@ def predict_patches(
 
 def coco_predictions(
     model: torch.nn.Module, dataset: CocoPatchDataset, device: torch.device, batch: int = 4
-) -> tuple[dict[int, ImageBoxes], dict[int, ImageBoxes]]:
-    """``(ground truth, predictions)`` per image id, ready for :func:`~wsi_pipeline.evaluation.detection.evaluate`."""
-    gts = {}
-    for i in range(len(dataset)):
-        _, boxes, labels = dataset.load(i)
-        gts[dataset.image_id(i)] = ImageBoxes(boxes, labels, ignore=np.zeros(len(labels), bool))
+) -> tuple[dict[object, ImageBoxes], dict[int, ImageBoxes]]:
+    """``(ground truth, predictions)`` per image id, ready for :func:`~wsi_pipeline.evaluation.detection.evaluate`.
+
+    The ground truth is read as ``wsi-pipeline eval`` reads it (:func:`load_coco_gt`: ``iscrowd`` boxes,
+    lesions cut by the patch edge, are ignore regions), so validation, benchmarks and ``eval`` agree.
+    """
+    from wsi_pipeline.evaluation.inputs import load_coco_gt
+
+    all_gts = load_coco_gt(dataset.path)[0]
+    gts = {dataset.image_id(i): all_gts[dataset.image_id(i)] for i in range(len(dataset))}
     return gts, predict_patches(model, dataset, device, batch)
 
 
