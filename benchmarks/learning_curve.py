@@ -57,7 +57,9 @@ def run_one(
     best = folder / "checkpoints" / "best.pt"
     model, _ = model_from_checkpoint(best if best.is_file() else folder / "checkpoints" / "last.pt")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    gts, preds = coco_predictions(model.to(device), CocoPatchDataset(test_json), device)
+    test_set = CocoPatchDataset(test_json)
+    test_set.check_mpp(config.model.input_mpp)
+    gts, preds = coco_predictions(model.to(device), test_set, device)
     metrics = evaluate(gts, preds, CLASSES)
     result = {
         "fraction": fraction,
@@ -101,7 +103,7 @@ def main() -> None:
     classes = list(results[0]["classes"])
     print(f"| labeled slides | seeds | mAP (AP10-70) | {' | '.join(classes)} | AP10 | AP50 | minutes |")
     print("|---|---|---|" + "---|" * len(classes) + "---|---|---|")
-    for f in args.fractions:
+    for f in sorted(args.fractions):
         rows = [r for r in results if r["fraction"] == f]
 
         def stat(values: list[float | None]) -> str:

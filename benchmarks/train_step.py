@@ -27,7 +27,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config, args.overrides)
-    dataset = CocoPatchDataset(cfg.train.train_json, augment_cfg=cfg.train.augment, seed=0)
+    t = cfg.train
+    dataset = CocoPatchDataset(
+        t.train_json, augment_cfg=t.augment, seed=0, crop_size=t.crop_size, crop_min_visible=t.crop_min_visible
+    )
     started = time.perf_counter()
     items = [dataset[i] for i in range(min(args.patches, len(dataset)))]
     load_ms = (time.perf_counter() - started) / len(items) * 1000

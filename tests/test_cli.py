@@ -66,7 +66,7 @@ def test_synth_end_to_end(tmp_path: Path):
 
 def test_demo_runs_synth_tile_train_eval_and_reuses_its_outputs(tmp_path: Path, tiny_overrides: tuple[str, ...]):
     """The README demo on tiny slides and a 4-iteration schedule: every stage runs and writes its files."""
-    sets = [*tiny_overrides, "model.input_size=256", "train.max_iter=4", "train.checkpoint_every=2"]
+    sets = [*tiny_overrides, "train.max_iter=4", "train.checkpoint_every=2"]
     args = ["-q", "demo", "--out", str(tmp_path), "--workers", "1", *[a for kv in sets for a in ("--set", kv)]]
     first = CliRunner().invoke(cli, args)
     assert first.exit_code == 0, first.output

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from wsi_pipeline.config import AugmentConfig
-from wsi_pipeline.data.augment import augment, colour_jitter, hflip, rot90, vflip
+from wsi_pipeline.data.augment import augment, colour_jitter, hflip, random_crop, rot90, vflip
 from wsi_pipeline.data.datasets import CocoPatchDataset, PatchStoreDataset
 
 
@@ -88,6 +88,67 @@ def test_colour_jitter_by_hand():
     assert colour_jitter(red, cfg, _Draws([2, 0, 1, 3], [1.0, 1.0, 0.0, 0.0]))[0, 0].tolist() == [60, 60, 60]
     shifted = colour_jitter(red, cfg, _Draws([3, 0, 1, 2], [1.0, 1.0, 1.0, 1 / 3]))  # hue +120 deg: red -> green
     assert shifted[0, 0].argmax() == 1 and shifted[0, 0, 0] < 10
+
+
+class _Ints:
+    """A stand-in generator for crops: scripted ``integers`` draws; records the bounds it was asked for."""
+
+    def __init__(self, values: list[int]):
+        self.values, self.calls = list(values), []
+
+    def integers(self, low: int, high: int | None = None) -> int:
+        self.calls.append((low, high))
+        return self.values.pop(0)
+
+
+def test_random_crop_holds_the_chosen_box():
+    image = np.arange(100 * 100 * 3, dtype=np.uint32).reshape(100, 100, 3)
+    rng = _Ints([0, 30, 20])  # box 0, then the lowest x0 and y0 that keep all of it in the window
+    crop, boxes, labels = random_crop(image, np.array([[50, 50, 70, 60]]), np.array([3]), 40, 0.5, rng)  # type: ignore[arg-type]
+    assert rng.calls == [(1, None), (30, 51), (20, 51)]  # x0 in [70 - 40, 50], y0 in [60 - 40, 50]
+    assert np.array_equal(crop, image[20:60, 30:70])
+    assert boxes.tolist() == [[20, 30, 40, 40]] and labels.tolist() == [3]
+    # a box longer than the window: the window holds its centre (x 50) instead
+    rng = _Ints([0, 10, 0])
+    _, boxes, _ = random_crop(image, np.array([[0, 0, 100, 20]]), np.array([1]), 40, 0.3, rng)  # type: ignore[arg-type]
+    assert rng.calls[1] == (10, 51) and boxes.tolist() == [[0, 0, 40, 20]]
+
+
+def test_random_crop_redraws_windows_that_cut_a_lesion_below_min_visible():
+    boxes, labels = np.array([[10, 10, 30, 30], [35, 10, 55, 30]]), np.array([1, 2])
+    image = np.zeros((100, 100, 3), np.uint8)
+    # 1st window (0, 0): box 1 is 5/20 inside, cut; 2nd window (20, 0): box 0 is exactly half inside, kept
+    _, out, lab = random_crop(image, boxes, labels, 40, 0.5, _Ints([0, 0, 0, 1, 20, 0]))  # type: ignore[arg-type]
+    assert out.tolist() == [[0, 10, 10, 30], [15, 10, 35, 30]] and lab.tolist() == [1, 2]
+    # with one try the cutting window stays, and the cut lesion is dropped rather than kept as a sliver
+    _, out, lab = random_crop(image, boxes, labels, 40, 0.5, _Ints([0, 0, 0]), tries=1)  # type: ignore[arg-type]
+    assert out.tolist() == [[10, 10, 30, 30]] and lab.tolist() == [1]
+
+
+def test_random_crop_without_boxes_and_on_small_images():
+    image = np.zeros((30, 100, 3), np.uint8)
+    rng = _Ints([7, 0])
+    crop, boxes, labels = random_crop(image, np.zeros((0, 4)), np.zeros(0), 40, 0.5, rng)  # type: ignore[arg-type]
+    assert rng.calls == [(61, None), (1, None)] and crop.shape == (30, 40, 3)
+    assert boxes.shape == (0, 4) and labels.shape == (0,)
+
+
+def test_coco_dataset_crops_and_checks_the_resolution(tiny_dataset: Path):
+    coco = tiny_dataset / "patches" / "train.json"
+    full = CocoPatchDataset(coco)
+    cropped = CocoPatchDataset(coco, seed=1, crop_size=320)  # lesions here are up to ~300 px
+    for i in range(len(cropped)):
+        image, target = cropped[i]
+        assert image.shape[1:] == (min(320, full.images[i]["height"]), min(320, full.images[i]["width"]))
+        b = target["boxes"]
+        assert len(b) == len(target["labels"]) and ((b >= 0) & (b <= 320)).all()
+        assert (b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all()
+        if len(full[i][1]["boxes"]):
+            assert len(b) > 0  # the window holds a lesion
+    assert torch.equal(cropped[1][0], CocoPatchDataset(coco, seed=1, crop_size=320)[1][0])
+    full.check_mpp(0.25)
+    with pytest.raises(ValueError, match=r"train\.json: patch .* is at 0\.25 um/px but the model takes 0\.5"):
+        full.check_mpp(0.5)
 
 
 def test_coco_dataset_targets_negatives_and_determinism(tiny_dataset: Path):

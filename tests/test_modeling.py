@@ -1,4 +1,4 @@
-"""The detector: empty targets, explicit input size, anchors, embeddings, local weights, no downloads."""
+"""The detector: empty targets, resampling by physical resolution, anchors, embeddings, local weights, no downloads."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from wsi_pipeline.config import ModelConfig
 from wsi_pipeline.modeling import build_detector
 from wsi_pipeline.modeling.detector import anchor_sizes_px
 
-TINY = ModelConfig(backbone="tiny", input_size=256, fpn_channels=64, box_batch_size_per_image=64)
+TINY = ModelConfig(backbone="tiny", fpn_channels=64, box_batch_size_per_image=64)
 
 
 def _target(boxes: list[list[float]], labels: list[int]) -> dict[str, torch.Tensor]:
@@ -29,10 +29,26 @@ def test_empty_targets_give_finite_losses_and_no_box_regression():
     sum(losses.values()).backward()  # and they backpropagate
 
 
-def test_patches_are_fed_at_the_configured_size():
-    model = build_detector(ModelConfig(backbone="tiny", input_size=1200, fpn_channels=64)).eval()
-    batch, _ = model.detector.transform([torch.rand(3, 1200, 1200)])
-    assert batch.image_sizes == [(1200, 1200)]  # torchvision's default would have shrunk it to 800
+def test_images_keep_their_size_at_the_working_resolution():
+    model = build_detector(ModelConfig(backbone="tiny", fpn_channels=64)).eval()
+    batch, _ = model.detector.transform([torch.rand(3, 1200, 1200), torch.rand(3, 600, 900)])
+    assert batch.image_sizes == [(1200, 1200), (600, 900)]  # torchvision's default would resize both to 800
+
+
+def test_images_are_resampled_from_input_mpp_to_mpp_and_boxes_follow():
+    model = build_detector(ModelConfig(backbone="tiny", fpn_channels=64, mpp=0.5, input_mpp=0.25)).train()
+    images = [torch.rand(3, 1200, 1200), torch.rand(3, 600, 900)]
+    targets = [_target([[100, 200, 300, 500]], [1]), _target([], [])]
+    batch, scaled = model.detector.transform(images, targets)
+    assert batch.image_sizes == [(600, 600), (300, 450)]
+    assert scaled is not None and scaled[0]["boxes"].tolist() == [[50, 100, 150, 250]]
+    # in eval, detections come back in the input's pixels: postprocess undoes the scale
+    out = model.eval().detector.transform.postprocess(
+        [{"boxes": torch.tensor([[50.0, 100.0, 150.0, 250.0]]), "labels": torch.tensor([1]), "scores": torch.ones(1)}],
+        batch.image_sizes[:1],
+        [(1200, 1200)],
+    )
+    assert out[0]["boxes"].tolist() == [[100, 200, 300, 500]]
 
 
 def test_proposal_counts_are_settings():

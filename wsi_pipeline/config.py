@@ -188,16 +188,20 @@ class AugmentConfig:
 class ModelConfig:
     """The detector (``wsi_pipeline.modeling``): Faster R-CNN + FPN, built without downloads.
 
-    Anchors are given in microns and converted with ``mpp`` (the resolution patches are fed at), so a
-    model for 0.5 um/px patches keeps cell-sized anchors. ``norm: group`` trains from scratch with small
-    batches; ``frozen_batch`` is for backbones loaded from ImageNet-style weights.
+    The network works at ``mpp`` microns per pixel; it is given images at ``input_mpp`` (the resolution of
+    ``tile`` and ``synth`` patches) and resamples them by the fixed factor ``input_mpp / mpp``, so images of
+    any size go in (training crops, whole patches, edge tiles) and boxes come out in the input's pixels.
+    torchvision's own transform would instead resize every image to 800 px, whatever its resolution.
+    Anchors are given in microns and converted with ``mpp``, so a model working at 0.5 um/px keeps
+    cell-sized anchors. ``norm: group`` trains from scratch with small batches; ``frozen_batch`` is for
+    backbones loaded from ImageNet-style weights.
     """
 
     backbone: Literal["resnet50", "resnet101", "resnet18", "tiny"] = "resnet50"
     norm: Literal["group", "batch", "frozen_batch"] = "group"
     backbone_weights: str | None = None  # local torchvision-format ResNet state dict; never downloaded
-    input_size: PositiveInt = 1200  # images are fed at this size (torchvision's default would shrink to 800)
-    mpp: PositiveFloat = 0.25
+    mpp: PositiveFloat = 0.25  # resolution the network works at (microns per pixel)
+    input_mpp: PositiveFloat = 0.25  # resolution of the images it is given; resampled by input_mpp / mpp
     anchor_sizes_um: tuple[float, float, float, float, float] = (8.0, 16.0, 32.0, 64.0, 128.0)  # per FPN level
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     fpn_channels: PositiveInt = 256
@@ -237,6 +241,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
     labeled_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0  # share of labeled *slides* used
+    crop_size: PositiveInt | None = None  # train on random crops of this many input pixels (None: whole patches)
+    crop_min_visible: Fraction = 0.5  # a lesion cut by the crop stays a target when this fraction is inside
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 

@@ -3,7 +3,8 @@
 Images are ``(3, H, W)`` float32 in [0, 1]; targets follow torchvision detection (``boxes`` xyxy in patch
 pixels, ``labels`` lesion class ids 1..4). Patches without lesions are valid negatives (empty targets).
 COCO ``iscrowd`` boxes (lesions cut by the patch edge) are left out of the training targets: torchvision's
-detector has no ignore regions. Augmentation is seeded by (seed, epoch, index): call
+detector has no ignore regions. Labeled datasets can train on random crops (``crop_size``, see
+:func:`~wsi_pipeline.data.augment.random_crop`); crop and augmentation is seeded by (seed, epoch, index): call
 :meth:`set_epoch` every epoch; the same seed gives the same samples in any worker layout.
 """
 
@@ -21,7 +22,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from wsi_pipeline.config import AugmentConfig
-from wsi_pipeline.data.augment import augment
+from wsi_pipeline.data.augment import augment, random_crop
 from wsi_pipeline.taxonomy import LabelTally
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ class _BoxDataset(_Seeded, Dataset):
     """Shared item assembly: subclasses provide ``load(index) -> (image, boxes, labels)``."""
 
     augment_cfg: AugmentConfig | None = None
+    crop_size: int | None = None
+    crop_min_visible: float = 0.5
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise NotImplementedError
@@ -65,8 +68,11 @@ class _BoxDataset(_Seeded, Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         index, epoch = self._key(key)
         image, boxes, labels = self.load(index)
+        rng = self._rng(index, epoch)
+        if self.crop_size is not None:
+            image, boxes, labels = random_crop(image, boxes, labels, self.crop_size, self.crop_min_visible, rng)
         if self.augment_cfg is not None:
-            image, boxes = augment(image, boxes, self.augment_cfg, self._rng(index, epoch))
+            image, boxes = augment(image, boxes, self.augment_cfg, rng)
         target = {
             "boxes": torch.from_numpy(np.asarray(boxes, np.float32)).reshape(-1, 4),
             "labels": torch.from_numpy(np.asarray(labels, np.int64)),
@@ -96,6 +102,8 @@ class CocoPatchDataset(_BoxDataset):
         image_root: str | Path | None = None,
         augment_cfg: AugmentConfig | None = None,
         seed: int = 0,
+        crop_size: int | None = None,
+        crop_min_visible: float = 0.5,
     ):
         path = Path(coco_json)
         try:
@@ -124,18 +132,31 @@ class CocoPatchDataset(_BoxDataset):
                 continue
             by_image[image_id].append(ann)
         self.path = path
+        self.info_mpp = data.get("info", {}).get("mpp")
         self.root = root
         self.images = images
         self.annotations = by_image
         self.categories = cats
         self.augment_cfg = augment_cfg
         self.seed = seed
+        self.crop_size, self.crop_min_visible = crop_size, crop_min_visible
 
     def __len__(self) -> int:
         return len(self.images)
 
     def image_id(self, index: int) -> int:
         return int(self.images[index]["id"])
+
+    def check_mpp(self, expected: float) -> None:
+        """Raise when the patches' recorded resolution (COCO image or ``info`` ``mpp``) is not ``expected``
+        um/px (within 2%); patches without a recorded ``mpp`` (external COCO files) are taken as they are."""
+        for img in self.images:
+            mpp = img.get("mpp", self.info_mpp)
+            if mpp is not None and abs(float(mpp) - expected) > 0.02 * expected:
+                raise ValueError(
+                    f"{self.path}: patch {img['file_name']} is at {float(mpp):g} um/px but the model takes "
+                    f"{expected:g} um/px (model.input_mpp); tile at that resolution or set model.input_mpp"
+                )
 
     def slide_ids(self) -> list[str]:
         return sorted({str(img.get("slide_id", "")) for img in self.images})
@@ -166,7 +187,14 @@ class GeoJsonImageDataset(_BoxDataset):
     bounding boxes in image pixels; labels go through the taxonomy and the rest is counted in
     ``self.tally``. For training on whole fields without cutting patches first."""
 
-    def __init__(self, folder: str | Path, augment_cfg: AugmentConfig | None = None, seed: int = 0):
+    def __init__(
+        self,
+        folder: str | Path,
+        augment_cfg: AugmentConfig | None = None,
+        seed: int = 0,
+        crop_size: int | None = None,
+        crop_min_visible: float = 0.5,
+    ):
         from wsi_pipeline.data.geojson_io import read_geojson
         from wsi_pipeline.slide.open import IMAGE_SUFFIXES
         from wsi_pipeline.taxonomy import BY_CODE
@@ -188,6 +216,7 @@ class GeoJsonImageDataset(_BoxDataset):
             self.items.append((image, boxes, labels))
         self.augment_cfg = augment_cfg
         self.seed = seed
+        self.crop_size, self.crop_min_visible = crop_size, crop_min_visible
 
     def __len__(self) -> int:
         return len(self.items)

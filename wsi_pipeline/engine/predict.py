@@ -85,7 +85,8 @@ def predict_coco_file(
 
     gts, cats, labels = load_coco_gt(gt_path)
     dataset = CocoPatchDataset(gt_path)
-    model, _ = model_from_checkpoint(checkpoint, map_location=device)
+    model, config = model_from_checkpoint(checkpoint, map_location=device)
+    dataset.check_mpp(config.model.input_mpp)
     results = to_coco_results(predict_patches(model.to(device), dataset, device, progress=progress), dataset)
     if save_pred is not None:
         write_json_atomic(save_pred, results)

@@ -107,7 +107,14 @@ def run_training(
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     device = select_device(cfg.device, dist_info.local_rank)
 
-    train_set = CocoPatchDataset(cfg.train_json, augment_cfg=cfg.augment, seed=cfg.seed)
+    train_set = CocoPatchDataset(
+        cfg.train_json,
+        augment_cfg=cfg.augment,
+        seed=cfg.seed,
+        crop_size=cfg.crop_size,
+        crop_min_visible=cfg.crop_min_visible,
+    )
+    train_set.check_mpp(config.model.input_mpp)
     subset = labeled_subset(train_set.slide_ids(), cfg.labeled_fraction, cfg.seed)
     if subset is not None:
         train_set = train_set.only_slides(subset)
@@ -132,6 +139,7 @@ def run_training(
     evaluator = None
     if cfg.val_json and dist_info.is_main:
         val_set = CocoPatchDataset(cfg.val_json)
+        val_set.check_mpp(config.model.input_mpp)
 
         def validate(m: torch.nn.Module) -> dict[str, Any]:
             gts, preds = coco_predictions(m, val_set, device)

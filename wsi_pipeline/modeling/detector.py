@@ -1,6 +1,7 @@
 """``build_detector(cfg)``: Faster R-CNN + FPN for cell lesions, and per-proposal embeddings.
 
-The torchvision detector is used as is: transform -> backbone -> RPN -> RoI heads -> postprocess.
+The torchvision detector is used as is: transform -> backbone -> RPN -> RoI heads -> postprocess, except
+that its transform resamples images by a fixed factor (``input_mpp / mpp``) instead of resizing them to 800 px.
 For metric learning, :meth:`CytologyDetector.forward_with_embeddings` also returns, for every proposal
 the box head saw, its 1024-d box-head feature, its projection into the metric space, its class logits,
 its image index and (in training) the class it was assigned by torchvision's own sampler. These are
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 
 from wsi_pipeline.config import ModelConfig
 from wsi_pipeline.modeling.backbones import build_backbone
@@ -62,6 +64,30 @@ class _RecordingRoIHeads(RoIHeads):
             self.record["proposals"] = proposals
             self.record["labels"] = labels
         return proposals, matched_idxs, labels, regression_targets
+
+
+class _FixedScaleTransform(GeneralizedRCNNTransform):
+    """Normalise and batch like torchvision, but resample every image by the same ``scale`` (1: untouched),
+    so an image's physical resolution, not its size, decides what the network sees. Boxes of the targets
+    follow; torchvision's postprocess maps detections back to the input's pixels."""
+
+    scale: float = 1.0
+
+    def resize(self, image: Tensor, target: dict[str, Tensor] | None = None):  # type: ignore[no-untyped-def]
+        if self.scale == 1.0:
+            return image, target
+        size = image.shape[-2:]
+        image = nn.functional.interpolate(
+            image[None],
+            scale_factor=self.scale,
+            mode="bilinear",
+            align_corners=False,
+            recompute_scale_factor=True,
+            antialias=self.scale < 1.0,
+        )[0]
+        if target is not None:
+            target["boxes"] = resize_boxes(target["boxes"], (int(size[0]), int(size[1])), image.shape[-2:])
+        return image, target
 
 
 class CytologyDetector(nn.Module):
@@ -130,8 +156,6 @@ def build_detector(cfg: ModelConfig) -> CytologyDetector:
     detector = FasterRCNN(
         backbone,
         num_classes=NUM_CLASSES + 1,
-        min_size=cfg.input_size,
-        max_size=cfg.input_size,
         image_mean=list(IMAGE_MEAN),
         image_std=list(IMAGE_STD),
         rpn_anchor_generator=anchors,
@@ -145,6 +169,8 @@ def build_detector(cfg: ModelConfig) -> CytologyDetector:
         box_detections_per_img=cfg.detections_per_image,
         box_batch_size_per_image=cfg.box_batch_size_per_image,
     )
+    detector.transform = _FixedScaleTransform(1, 1, list(IMAGE_MEAN), list(IMAGE_STD))
+    detector.transform.scale = cfg.input_mpp / cfg.mpp
     old = detector.roi_heads
     detector.roi_heads = _RecordingRoIHeads(
         old.box_roi_pool,
