@@ -44,12 +44,11 @@ def random_crop(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A ``size`` x ``size`` window of ``image`` (the whole axis where the image is smaller) and its targets.
 
-    The window holds one box drawn at random (its centre if the box is larger; anywhere when there are no
-    boxes), so crops keep showing lesions. Boxes are clipped to it; those with less than ``min_visible`` of
-    their area inside are dropped. A dropped box that is still partly visible would teach the detector that
-    lesion texture is background, so up to ``tries`` windows are drawn and the first that cuts no box that
-    way is kept (else the one cutting fewest).
-    Returns ``(image view, boxes (m, 4) xyxy in window pixels, labels (m,))``.
+    The window is placed uniformly, so crops show lesions and background in the proportions whole patches
+    do. Boxes are clipped to it; those with less than ``min_visible`` of their area inside are dropped. A
+    dropped box that is still partly visible would teach the detector that lesion texture is background,
+    so up to ``tries`` windows are drawn and the first that cuts no box that way is kept (else the one
+    cutting fewest). Returns ``(image view, boxes (m, 4) xyxy in window pixels, labels (m,))``.
     """
     h, w = image.shape[:2]
     ch, cw = min(size, h), min(size, w)
@@ -58,12 +57,7 @@ def random_crop(
     labels = np.asarray(labels, np.int64).reshape(-1)
     best_cut, window, kept, keep = len(boxes) + 1, (0, 0), boxes, np.ones(len(boxes), bool)
     for _ in range(tries):
-        if len(boxes):
-            k = int(rng.integers(len(boxes)))
-            x0 = _window_start(float(boxes[k, 0]), float(boxes[k, 2]), w, cw, rng)
-            y0 = _window_start(float(boxes[k, 1]), float(boxes[k, 3]), h, ch, rng)
-        else:
-            x0, y0 = int(rng.integers(w - cw + 1)), int(rng.integers(h - ch + 1))
+        x0, y0 = int(rng.integers(w - cw + 1)), int(rng.integers(h - ch + 1))
         clipped = np.clip(boxes - np.float32([x0, y0, x0, y0]), 0, np.float32([cw, ch, cw, ch]))
         visible = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1]) / area
         cut = int(np.count_nonzero((visible > 0) & (visible < min_visible)))
@@ -73,17 +67,6 @@ def random_crop(
             break
     x0, y0 = window
     return image[y0 : y0 + ch, x0 : x0 + cw], kept[keep], labels[keep]
-
-
-def _window_start(lo: float, hi: float, length: int, size: int, rng: np.random.Generator) -> int:
-    """A random start in ``[0, length - size]`` of a window of ``size`` that covers ``[lo, hi]`` along one
-    axis, or the interval's centre when it is longer than the window."""
-    first, last = int(np.ceil(hi - size)), int(np.floor(lo))
-    if first > last:
-        centre = (lo + hi) / 2
-        first, last = int(np.ceil(centre - size)), int(np.floor(centre))
-    first, last = max(0, first), min(length - size, last)
-    return int(rng.integers(first, max(first, last) + 1))
 
 
 GREY_WEIGHTS = np.array([0.299, 0.587, 0.114])  # luma, for saturation
