@@ -1,8 +1,8 @@
-"""The supervised learning curve on synthpap-v2: test mAP (AP over IoU 0.10-0.70) per class with 25, 50,
+"""The supervised learning curve on synthpap-v3: test mAP (AP over IoU 0.10-0.70) per class with 25, 50,
 75 and 100% of the labeled training slides, over several seeds. Every run is cached in its own folder
 (``result.json``) and resumes from its last checkpoint, so the benchmark can be stopped and restarted.
 
-    wsi-pipeline synth --config synthpap-v2 --out data/synthpap-v2 --export-patches   # once
+    wsi-pipeline synth --config synthpap-v3 --out data/synthpap-v3 --export-patches   # once
     python benchmarks/learning_curve.py                              # CPU preset (configs/curve-cpu.yaml)
     python benchmarks/learning_curve.py --config supervised --set model.backbone=resnet50 --out data/bench/curve-gpu
 """
@@ -80,13 +80,13 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--test-json", type=Path, default=ROOT / "data" / "synthpap-v2" / "patches" / "test.json")
+    parser.add_argument("--test-json", type=Path, default=ROOT / "data" / "synthpap-v3" / "patches" / "test.json")
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at once (one thread each when > 1)")
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "bench" / "curve-cpu")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(message)s")
     if not args.test_json.is_file():
-        sys.exit(f"{args.test_json}: missing; generate synthpap-v2 first (see the docstring)")
+        sys.exit(f"{args.test_json}: missing; generate synthpap-v3 first (see the docstring)")
     runs = [(f, s) for f in args.fractions for s in args.seeds]
     common = (args.config, args.overrides)
     if args.jobs == 1:

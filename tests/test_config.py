@@ -1,4 +1,5 @@
 import dataclasses
+from pathlib import Path
 
 import pytest
 import yaml
@@ -86,6 +87,15 @@ def test_presets_load_and_resolved_config_round_trips(tmp_path):
     assert load_config(path) == cfg
     assert config_from_dict(yaml.safe_load(path.read_text())) == cfg
     assert config_to_dict(cfg)["synth"]["split"] == list(cfg.synth.split)
+
+
+def test_every_preset_loads_and_v3_is_v2_resplit():
+    presets = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert len(presets) >= 6
+    for preset in presets:
+        load_config(preset)  # no stale or misspelt keys
+    v2, v3 = load_config("synthpap-v2").synth, load_config("synthpap-v3").synth
+    assert v3.split != v2.split and dataclasses.replace(v3, dataset=v2.dataset, split=v2.split) == v2  # same slides
 
 
 def test_constructors_validate_without_yaml():

@@ -220,8 +220,8 @@ class TrainConfig:
     """``wsi-pipeline train`` (``wsi_pipeline.engine``). Defaults follow the paper: SGD momentum 0.9,
     lr 0.005, x0.1 every 40k iterations; plus a linear warm-up and gradient clipping."""
 
-    train_json: str = "data/synthpap-v2/patches/train.json"
-    val_json: str | None = "data/synthpap-v2/patches/val.json"
+    train_json: str = "data/synthpap-v3/patches/train.json"
+    val_json: str | None = "data/synthpap-v3/patches/val.json"
     batch_size: PositiveInt = 8
     workers: Count = 2
     max_iter: PositiveInt = 90000

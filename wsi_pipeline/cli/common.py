@@ -25,7 +25,7 @@ def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
         "--config",
         "config_path",
         metavar="FILE|PRESET",
-        help="YAML config file, or the name of a preset in configs/ (e.g. synthpap-v2).",
+        help="YAML config file, or the name of a preset in configs/ (e.g. synthpap-v3).",
     )(func)
     return func
 

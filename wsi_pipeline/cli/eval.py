@@ -62,9 +62,9 @@ def eval_cmd(
 
     \b
     Examples:
-      wsi-pipeline eval --gt data/synthpap-v2/patches/test.json --pred preds.json
-      wsi-pipeline eval --gt data/synthpap-v2/patches/test.json --checkpoint runs/tiny/checkpoints/best.pt
-      wsi-pipeline eval --gt data/synthpap-v2/slides --pred predictions/ --out report.json
+      wsi-pipeline eval --gt data/synthpap-v3/patches/test.json --pred preds.json
+      wsi-pipeline eval --gt data/synthpap-v3/patches/test.json --checkpoint runs/tiny/checkpoints/best.pt
+      wsi-pipeline eval --gt data/synthpap-v3/slides --pred predictions/ --out report.json
     """
     from wsi_pipeline.evaluation.detection import evaluate
     from wsi_pipeline.evaluation.inputs import CLASSES, load_coco, load_slides

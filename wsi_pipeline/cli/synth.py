@@ -21,7 +21,7 @@ def synth(out: Path, config_path: str | None, overrides: tuple[str, ...], export
     \b
     Examples:
       wsi-pipeline synth --out synth/ --set synth.width=4096 --set synth.height=4096
-      wsi-pipeline synth --config synthpap-v2 --out data/synthpap-v2 --export-patches
+      wsi-pipeline synth --config synthpap-v3 --out data/synthpap-v3 --export-patches
     """
     config = load_cli_config(config_path, overrides)
     run_synth(config, out, workers=workers, export_patches=export_patches)

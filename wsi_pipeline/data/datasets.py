@@ -4,7 +4,7 @@ Images are ``(3, H, W)`` float32 in [0, 1]; targets follow torchvision detection
 pixels, ``labels`` lesion class ids 1..4). Patches without lesions are valid negatives (empty targets).
 COCO ``iscrowd`` boxes (lesions cut by the patch edge) are left out of the training targets: torchvision's
 detector has no ignore regions. Labeled datasets can train on random crops (``crop_size``, see
-:func:`~wsi_pipeline.data.augment.random_crop`); crop and augmentation is seeded by (seed, epoch, index): call
+:func:`~wsi_pipeline.data.augment.random_crop`); crops and augmentation are seeded by (seed, epoch, index): call
 :meth:`set_epoch` every epoch; the same seed gives the same samples in any worker layout.
 """
 
