@@ -38,16 +38,18 @@ def predict_patches(
 def coco_predictions(
     model: torch.nn.Module, dataset: CocoPatchDataset, device: torch.device, batch: int = 4
 ) -> tuple[dict[object, ImageBoxes], dict[int, ImageBoxes]]:
-    """``(ground truth, predictions)`` per image id, ready for :func:`~wsi_pipeline.evaluation.detection.evaluate`.
+    """``(ground truth, predictions)`` per image id, ready for :func:`~wsi_pipeline.evaluation.detection.evaluate`."""
+    return coco_ground_truth(dataset), predict_patches(model, dataset, device, batch)
 
-    The ground truth is read as ``wsi-pipeline eval`` reads it (:func:`load_coco_gt`: ``iscrowd`` boxes,
-    lesions cut by the patch edge, are ignore regions), so validation, benchmarks and ``eval`` agree.
-    """
+
+def coco_ground_truth(dataset: CocoPatchDataset) -> dict[object, ImageBoxes]:
+    """Ground truth of ``dataset``'s patches per image id, read as ``wsi-pipeline eval`` reads it
+    (:func:`load_coco_gt`: ``iscrowd`` boxes, lesions cut by the patch edge, are ignore regions), so
+    validation, benchmarks and ``eval`` agree. Reads the COCO file: call it once per dataset."""
     from wsi_pipeline.evaluation.inputs import load_coco_gt
 
     all_gts = load_coco_gt(dataset.path)[0]
-    gts = {dataset.image_id(i): all_gts[dataset.image_id(i)] for i in range(len(dataset))}
-    return gts, predict_patches(model, dataset, device, batch)
+    return {dataset.image_id(i): all_gts[dataset.image_id(i)] for i in range(len(dataset))}
 
 
 def to_coco_results(preds: dict[int, ImageBoxes], dataset: CocoPatchDataset) -> list[dict[str, Any]]:

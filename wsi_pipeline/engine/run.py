@@ -21,7 +21,7 @@ from wsi_pipeline.data.datasets import CocoPatchDataset, detection_collate
 from wsi_pipeline.engine.checkpoint import load_checkpoint
 from wsi_pipeline.engine.distributed import cleanup, init_distributed
 from wsi_pipeline.engine.hooks import Checkpointer, Evaluator, LRSchedule, MetricsLog
-from wsi_pipeline.engine.predict import coco_predictions
+from wsi_pipeline.engine.predict import coco_ground_truth, predict_patches
 from wsi_pipeline.engine.schedule import BatchSchedule
 from wsi_pipeline.engine.trainer import Trainer
 from wsi_pipeline.evaluation.detection import evaluate
@@ -140,10 +140,10 @@ def run_training(
     if cfg.val_json and dist_info.is_main:
         val_set = CocoPatchDataset(cfg.val_json)
         val_set.check_mpp(config.model.input_mpp)
+        val_gts = coco_ground_truth(val_set)  # read once, not at every validation
 
         def validate(m: torch.nn.Module) -> dict[str, Any]:
-            gts, preds = coco_predictions(m, val_set, device)
-            metrics = evaluate(gts, preds, CLASSES)
+            metrics = evaluate(val_gts, predict_patches(m, val_set, device), CLASSES)
             return {"mAP": None if np.isnan(metrics.mean_ap) else metrics.mean_ap}
 
         evaluator = Evaluator(validate, cfg.eval_every, checkpointer, metrics_log)

@@ -71,7 +71,9 @@ class _FixedScaleTransform(GeneralizedRCNNTransform):
     so an image's physical resolution, not its size, decides what the network sees. Boxes of the targets
     follow; torchvision's postprocess maps detections back to the input's pixels."""
 
-    scale: float = 1.0
+    def __init__(self, scale: float, image_mean: list[float], image_std: list[float]):
+        super().__init__(1, 1, image_mean, image_std)  # min/max size: unused, resize() is replaced
+        self.scale = scale
 
     def resize(self, image: Tensor, target: dict[str, Tensor] | None = None):  # type: ignore[no-untyped-def]
         if self.scale == 1.0:
@@ -169,8 +171,7 @@ def build_detector(cfg: ModelConfig) -> CytologyDetector:
         box_detections_per_img=cfg.detections_per_image,
         box_batch_size_per_image=cfg.box_batch_size_per_image,
     )
-    detector.transform = _FixedScaleTransform(1, 1, list(IMAGE_MEAN), list(IMAGE_STD))
-    detector.transform.scale = cfg.input_mpp / cfg.mpp
+    detector.transform = _FixedScaleTransform(cfg.input_mpp / cfg.mpp, list(IMAGE_MEAN), list(IMAGE_STD))
     old = detector.roi_heads
     detector.roi_heads = _RecordingRoIHeads(
         old.box_roi_pool,
