@@ -55,9 +55,9 @@ def bench_slide(path: Path, repeats: int, out_dir: Path | None) -> dict[str, flo
     import zarr
 
     from wsi_pipeline.config import load_config
+    from wsi_pipeline.data.patch_store import PatchStore
     from wsi_pipeline.slide import open_slide
     from wsi_pipeline.tiling.batch import tile_slides
-    from wsi_pipeline.tiling.store import PatchStore
 
     with open_slide(path) as reader:
         mpp = reader.require_mpp()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wsi_pipeline.evaluation.detection import PAPER_IOUS, ImageBoxes, box_iou, evaluate, interpolated_ap
+from wsi_pipeline.evaluation.detection import PAPER_IOUS, box_iou, evaluate, interpolated_ap
+from wsi_pipeline.types import ImageBoxes
 
 CLASSES = {1: "ASC-US", 2: "LSIL", 3: "HSIL", 4: "AGC"}
 

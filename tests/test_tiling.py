@@ -14,9 +14,10 @@ from click.testing import CliRunner
 from wsi_pipeline.cli.main import cli
 from wsi_pipeline.config import load_config
 from wsi_pipeline.data.geojson_io import read_geojson
+from wsi_pipeline.data.patch_store import PatchStore, verify_store
 from wsi_pipeline.slide import open_slide
-from wsi_pipeline.tiling.batch import discover_slides, slide_ids, tile_slides
-from wsi_pipeline.tiling.store import PatchStore, verify_store
+from wsi_pipeline.slide.discover import discover_slides, slide_ids
+from wsi_pipeline.tiling.batch import tile_slides
 
 SMALL = ("tile.patch_size=512", "tile.foreground.mask_mpp=2.0")
 

@@ -37,6 +37,7 @@ CLASS_CODES: tuple[str, ...] = tuple(c.code for c in LESION_CLASSES)
 BY_CODE: dict[str, LesionClass] = {c.code: c for c in LESION_CLASSES}
 BY_ID: dict[int, LesionClass] = {c.id: c for c in LESION_CLASSES}
 NUM_CLASSES = len(LESION_CLASSES)
+CLASS_NAMES: dict[int, str] = {c.id: c.code for c in LESION_CLASSES}  # id -> code, what evaluation reports
 
 _ALIASES: dict[str, tuple[str, ...]] = {
     "ASC-US": (

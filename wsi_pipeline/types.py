@@ -14,7 +14,9 @@ Coordinate convention
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -85,3 +87,25 @@ class Annotation:
     box: Box
     label: str
     properties: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class ImageBoxes:
+    """The boxes of one image, patch or slide: detections (with ``scores``) or ground truth (with
+    ``ignore``, COCO ``iscrowd``), as numpy arrays.
+
+    ``boxes`` is ``(n, 4)`` xyxy in ``frame`` pixels: ``"patch"`` (the image's own pixels, as in COCO
+    files) or ``"level0"`` (the slide's level-0 pixels); ``mpp`` is that frame's resolution when known.
+    ``labels`` ``(n,)`` are lesion class ids (:mod:`wsi_pipeline.taxonomy`).
+    """
+
+    boxes: np.ndarray
+    labels: np.ndarray
+    scores: np.ndarray | None = None
+    ignore: np.ndarray | None = None
+    frame: Literal["patch", "level0"] = "patch"
+    mpp: float | None = None
+
+    @staticmethod
+    def empty(frame: Literal["patch", "level0"] = "patch", mpp: float | None = None) -> ImageBoxes:
+        return ImageBoxes(np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros(0), np.zeros(0, bool), frame, mpp)

@@ -25,9 +25,12 @@ def demo(out: Path, workers: int, overrides: tuple[str, ...]) -> None:
     """Generate a small synthpap set (3 labeled + 1 unlabeled slides, quick-looks, COCO patches), tile
     its slides into patch stores with QC images, then train a tiny detector on the training patches and
     evaluate it on the test patches. Re-running reuses what is already done."""
-    from wsi_pipeline.cli.eval import eval_cmd
     from wsi_pipeline.cli.synth import run_synth
+    from wsi_pipeline.device import select_device
+    from wsi_pipeline.engine.predict import evaluate_checkpoint
     from wsi_pipeline.engine.run import run_training
+    from wsi_pipeline.evaluation.report import format_report
+    from wsi_pipeline.io import write_json_atomic
     from wsi_pipeline.tiling.batch import summary_table, tile_slides
 
     patches, run = out / "patches", out / "train"
@@ -39,16 +42,11 @@ def demo(out: Path, workers: int, overrides: tuple[str, ...]) -> None:
         raise click.ClickException(f"{len(result.failed)} slide(s) failed to tile")
     last = run / "checkpoints" / "last.pt"
     run_training(config, run, resume=last.is_file(), progress=progress_enabled())
-    click.get_current_context().invoke(
-        eval_cmd,
-        gt_path=patches / "test.json",
-        pred_path=None,
-        checkpoint=last,
-        save_pred=run / "test_predictions.json",
-        device=config.train.device,
-        out_path=run / "test_report.json",
-        max_dets=100,
+    report = evaluate_checkpoint(
+        patches / "test.json", last, select_device(config.train.device), run / "test_predictions.json"
     )
+    write_json_atomic(run / "test_report.json", report)
+    click.echo(format_report(report))
     log.info(
         "demo done: %s/slides/*.quicklook.png (ground truth), %s/tiles/*.qc.png (tiling), %s/patches/*.json "
         "(COCO), %s (detector, metrics.csv, test report); open a slide with its .geojson in QuPath",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -66,8 +65,7 @@ def eval_cmd(
       wsi-pipeline eval --gt data/synthpap-v3/patches/test.json --checkpoint runs/tiny/checkpoints/best.pt
       wsi-pipeline eval --gt data/synthpap-v3/slides --pred predictions/ --out report.json
     """
-    from wsi_pipeline.evaluation.detection import evaluate
-    from wsi_pipeline.evaluation.inputs import CLASSES, load_coco, load_slides
+    from wsi_pipeline.evaluation.report import evaluate_saved, format_report
     from wsi_pipeline.io import write_json_atomic
 
     if (pred_path is None) == (checkpoint is None):
@@ -76,54 +74,19 @@ def eval_cmd(
         raise click.UsageError("--save-pred goes with --checkpoint")
     if checkpoint is not None and gt_path.suffix != ".json":
         raise click.UsageError(f"--checkpoint predicts COCO patch sets; {gt_path} is not a COCO .json")
-    coco = gt_path.suffix == ".json" and (pred_path is None or pred_path.suffix == ".json")
     if checkpoint is not None:  # torch is imported only here: evaluating saved predictions stays light
-        from wsi_pipeline.engine.predict import predict_coco_file
-        from wsi_pipeline.engine.run import select_device
+        from wsi_pipeline.device import select_device
+        from wsi_pipeline.engine.predict import evaluate_checkpoint
 
-        gts, preds, labels = predict_coco_file(
-            gt_path, checkpoint, select_device(device), save_pred, progress=progress_enabled()
+        report = evaluate_checkpoint(
+            gt_path, checkpoint, select_device(device), save_pred, max_dets, progress=progress_enabled()
         )
         if save_pred is not None:
             log.info("predictions written to %s", save_pred)
-        pred_path = save_pred or checkpoint
-    elif coco:
-        gts, preds, labels = load_coco(gt_path, pred_path)
     else:
-        gts, preds, labels = load_slides(gt_path, pred_path)
-    metrics = evaluate(gts, preds, CLASSES, max_dets=max_dets if coco else None)
-    report = metrics.summary()
-    report.update(
-        {
-            "mode": "patches (COCO)" if coco else "whole slides (GeoJSON)",
-            "images": len(gts),
-            "labels": labels,
-            "gt": str(gt_path),
-            "pred": str(pred_path),
-        }
-    )
+        assert pred_path is not None
+        report = evaluate_saved(gt_path, pred_path, max_dets)
     click.echo(format_report(report))
     if out_path is not None:
         write_json_atomic(out_path, report)
         log.info("report written to %s", out_path)
-
-
-def format_report(report: dict) -> str:
-    def f(v: float | None) -> str:
-        return "  -  " if v is None else f"{100 * v:5.1f}"
-
-    lines = [
-        f"{report['mode']}: {report['images']} image(s); labels {report['labels']}",
-        f"{'class':8s} {'n_gt':>6s} {'mAP':>6s} {'AP10':>6s} {'AP30':>6s} {'AP50':>6s} {'R10':>6s} {'R50':>6s}",
-    ]
-    for name, row in report["classes"].items():
-        lines.append(
-            f"{name:8s} {row['n_gt']:6d} {f(row['mAP']):>6s} {f(row['AP10']):>6s} {f(row['AP30']):>6s} "
-            f"{f(row['AP50']):>6s} {f(row['recall10']):>6s} {f(row['recall50']):>6s}"
-        )
-    o = report["overall"]
-    lines.append(
-        f"{'mean':8s} {'':6s} {f(o['mAP']):>6s} {f(o.get('AP10')):>6s} {f(o.get('AP30')):>6s} {f(o.get('AP50')):>6s}"
-    )
-    lines.append("confusion (rows: truth, columns: predicted): " + json.dumps(report["confusion"]))
-    return "\n".join(lines)

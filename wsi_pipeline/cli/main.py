@@ -15,7 +15,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "tile": ("wsi_pipeline.cli.tile", "tile", "Cut slides into patches at a physical resolution (patch stores)."),
     "train": ("wsi_pipeline.cli.train", "train", "Train the detector (supervised baseline), resumable."),
     "eval": ("wsi_pipeline.cli.eval", "eval_cmd", "Evaluate detections: AP over IoU 0.10-0.70, recall, confusion."),
-    "demo": ("wsi_pipeline.cli.demo", "demo", "Run the available pipeline (synth, tile) on an embedded small default."),
+    "demo": (
+        "wsi_pipeline.cli.demo",
+        "demo",
+        "The pipeline on an embedded small default: synth, tile, train, eval.",
+    ),
 }
 
 

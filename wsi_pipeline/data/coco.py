@@ -1,7 +1,9 @@
-"""COCO detection datasets of patches (boxes in patch pixels, categories from the taxonomy)."""
+"""COCO detection files of patches (boxes in patch pixels, categories from the taxonomy): the one reader
+(:func:`read_coco`, used by training datasets and evaluation alike) and the writer (:class:`CocoBuilder`)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,7 +11,53 @@ from typing import Any
 from wsi_pipeline.data.labeled_patches import PatchRecord
 from wsi_pipeline.data.patches import PatchLabel
 from wsi_pipeline.io import write_json_atomic
-from wsi_pipeline.taxonomy import BY_CODE, LESION_CLASSES
+from wsi_pipeline.taxonomy import BY_CODE, LESION_CLASSES, LabelTally
+
+
+@dataclass(frozen=True)
+class CocoFile:
+    """A parsed COCO file. ``annotations`` maps every image id to all its annotations (``iscrowd`` ones
+    and those of categories outside the lesion classes included: each user decides what to keep);
+    ``categories`` maps COCO category ids to lesion class ids (``None``: not one of the four classes),
+    and ``labels`` reports, in one line, the category names that map to no class."""
+
+    path: Path
+    info: dict[str, Any]
+    images: list[dict[str, Any]]
+    annotations: dict[int, list[dict[str, Any]]]
+    categories: dict[int, int | None]
+    labels: str
+
+    def lesion_id(self, annotation: dict[str, Any]) -> int | None:
+        return self.categories.get(int(annotation["category_id"]))
+
+
+def lesion_categories(categories: list[dict[str, Any]], tally: LabelTally) -> dict[int, int | None]:
+    """COCO category id -> lesion class id (``None``: not a detector class), names counted in ``tally``."""
+    mapping = {}
+    for cat in categories:
+        lesion = tally.resolve(str(cat.get("name", "")))
+        mapping[int(cat["id"])] = lesion.id if lesion else None
+    return mapping
+
+
+def read_coco(path: str | Path) -> CocoFile:
+    """Parse a COCO detection file; ``ValueError`` naming the file when it is unreadable or not COCO.
+    Category names go through the taxonomy (Bethesda names and QuPath classes map to our classes)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a readable COCO file ({err})") from None
+    if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
+        raise ValueError(f"{path}: not a COCO file (needs images, annotations, categories)")
+    tally = LabelTally()
+    categories = lesion_categories(data["categories"], tally)
+    images = list(data["images"])
+    by_image: dict[int, list[dict[str, Any]]] = {int(img["id"]): [] for img in images}
+    for ann in data["annotations"]:
+        by_image.setdefault(int(ann["image_id"]), []).append(ann)
+    return CocoFile(path, dict(data.get("info") or {}), images, by_image, categories, tally.summary())
 
 
 def coco_categories() -> list[dict[str, Any]]:

@@ -4,49 +4,39 @@ Images are ``(3, H, W)`` float32 in [0, 1]; targets follow torchvision detection
 pixels, ``labels`` lesion class ids 1..4). Patches without lesions are valid negatives (empty targets).
 COCO ``iscrowd`` boxes (lesions cut by the patch edge) are left out of the training targets: torchvision's
 detector has no ignore regions. Labeled datasets can train on random crops (``crop_size``, see
-:func:`~wsi_pipeline.data.augment.random_crop`); crops and augmentation are seeded by (seed, epoch, index): call
-:meth:`set_epoch` every epoch; the same seed gives the same samples in any worker layout.
+:func:`~wsi_pipeline.data.augment.random_crop`); crops and augmentation are seeded by (seed, epoch, index), and the
+training sampler hands every index its epoch (``dataset[(index, epoch)]``), so the same seed gives the same
+samples in any worker layout and after a resume.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from wsi_pipeline.config import AugmentConfig
 from wsi_pipeline.data.augment import augment, random_crop
+from wsi_pipeline.data.coco import CocoFile, read_coco
+from wsi_pipeline.data.image import read_rgb, to_tensor
 from wsi_pipeline.taxonomy import LabelTally
 
 log = logging.getLogger(__name__)
 
 
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float32 in [0, 1]."""
-    if not image.flags.writeable or not image.flags.c_contiguous:
-        image = np.array(image)  # PIL and memory maps hand out read-only views
-    return torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
-
-
 class _Seeded:
-    """Items are addressed by ``index`` or ``(index, epoch)``; the epoch seeds the augmentation, so the
-    training loop's sampler decides it (worker processes never need :meth:`set_epoch`)."""
+    """Items are addressed by ``(index, epoch)`` (the training sampler's keys) or by ``index`` (epoch 0);
+    the epoch seeds the augmentation, so the sampler, not dataset state, decides it in any worker."""
 
     seed: int = 0
-    epoch: int = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def _key(self, key: int | tuple[int, int]) -> tuple[int, int]:
-        return (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), self.epoch)
+        return (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), 0)
 
     def _rng(self, index: int, epoch: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, epoch, index])
@@ -81,14 +71,6 @@ class _BoxDataset(_Seeded, Dataset):
         return to_tensor(image), target
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: cannot read image ({err})") from None
-
-
 class CocoPatchDataset(_BoxDataset):
     """Labeled patches from a COCO file (``synth --export-patches``, ``tile --annotations``, or external).
 
@@ -98,45 +80,32 @@ class CocoPatchDataset(_BoxDataset):
 
     def __init__(
         self,
-        coco_json: str | Path,
+        coco: str | Path | CocoFile,
         image_root: str | Path | None = None,
         augment_cfg: AugmentConfig | None = None,
         seed: int = 0,
         crop_size: int | None = None,
         crop_min_visible: float = 0.5,
     ):
-        path = Path(coco_json)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}: not a readable COCO file ({err})") from None
-        if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
-            raise ValueError(f"{path}: not a COCO file (needs images, annotations, categories)")
-        root = Path(image_root) if image_root else path.parent / data.get("info", {}).get("image_root", path.stem)
-        tally = LabelTally()
-        cats = {}
-        for c in data["categories"]:
-            lesion = tally.resolve(str(c["name"]))
-            cats[int(c["id"])] = lesion.id if lesion else None
-        if tally.other or tally.unknown:
-            log.warning("%s: categories not used for training: %s", path, tally.summary())
-        images = list(data["images"])
-        by_image: dict[int, list[dict[str, Any]]] = {int(img["id"]): [] for img in images}
+        coco = coco if isinstance(coco, CocoFile) else read_coco(coco)
+        if any(v is None for v in coco.categories.values()):
+            log.warning("%s: categories not used for training: %s", coco.path, coco.labels)
         self.ignored = 0
-        for ann in data["annotations"]:
-            image_id = int(ann["image_id"])
-            if image_id not in by_image:
-                continue
-            if ann.get("iscrowd") or cats.get(int(ann["category_id"])) is None:
-                self.ignored += 1
-                continue
-            by_image[image_id].append(ann)
-        self.path = path
-        self.info_mpp = data.get("info", {}).get("mpp")
-        self.root = root
-        self.images = images
-        self.annotations = by_image
-        self.categories = cats
+        annotations: dict[int, list[dict[str, Any]]] = {}
+        for img in coco.images:
+            kept = annotations[int(img["id"])] = []
+            for ann in coco.annotations[int(img["id"])]:
+                if ann.get("iscrowd") or coco.lesion_id(ann) is None:
+                    self.ignored += 1
+                else:
+                    kept.append(ann)
+        self.coco = coco
+        self.path = coco.path
+        self.info_mpp = coco.info.get("mpp")
+        self.root = Path(image_root) if image_root else coco.path.parent / coco.info.get("image_root", coco.path.stem)
+        self.images = list(coco.images)
+        self.annotations = annotations
+        self.categories = coco.categories
         self.augment_cfg = augment_cfg
         self.seed = seed
         self.crop_size, self.crop_min_visible = crop_size, crop_min_visible
@@ -171,7 +140,7 @@ class CocoPatchDataset(_BoxDataset):
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw ``(image uint8 HWC, boxes (n, 4) xyxy, labels (n,))`` of one patch, unaugmented."""
         info = self.images[index]
-        image = _read_rgb(self.root / info["file_name"])
+        image = read_rgb(self.root / info["file_name"])
         anns = self.annotations[int(info["id"])]
         boxes = np.array(
             [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns],
@@ -223,14 +192,14 @@ class GeoJsonImageDataset(_BoxDataset):
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         path, boxes, labels = self.items[index]
-        return _read_rgb(path), boxes.copy(), labels.copy()
+        return read_rgb(path), boxes.copy(), labels.copy()
 
 
 class PatchStoreDataset(_Seeded, Dataset):
     """Unlabeled patches from ``tile`` patch stores (the unlabeled pool): ``(image, meta)`` pairs."""
 
     def __init__(self, stores: list[str | Path], augment_cfg: AugmentConfig | None = None, seed: int = 0):
-        from wsi_pipeline.tiling.store import PatchStore
+        from wsi_pipeline.data.patch_store import PatchStore
 
         self.stores = [PatchStore(p) for p in stores]
         self.index = [(s, i) for s, store in enumerate(self.stores) for i in range(len(store))]

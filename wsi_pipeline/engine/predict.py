@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from wsi_pipeline.data.datasets import CocoPatchDataset, to_tensor
-from wsi_pipeline.evaluation.detection import ImageBoxes
+from wsi_pipeline.data.datasets import CocoPatchDataset
+from wsi_pipeline.data.image import to_tensor
+from wsi_pipeline.types import ImageBoxes
 
 
 @torch.no_grad()
@@ -45,10 +46,10 @@ def coco_predictions(
 def coco_ground_truth(dataset: CocoPatchDataset) -> dict[object, ImageBoxes]:
     """Ground truth of ``dataset``'s patches per image id, read as ``wsi-pipeline eval`` reads it
     (:func:`load_coco_gt`: ``iscrowd`` boxes, lesions cut by the patch edge, are ignore regions), so
-    validation, benchmarks and ``eval`` agree. Reads the COCO file: call it once per dataset."""
+    validation, benchmarks and ``eval`` agree; uses the dataset's parsed COCO file."""
     from wsi_pipeline.evaluation.inputs import load_coco_gt
 
-    all_gts = load_coco_gt(dataset.path)[0]
+    all_gts = load_coco_gt(dataset.coco)[0]
     return {dataset.image_id(i): all_gts[dataset.image_id(i)] for i in range(len(dataset))}
 
 
@@ -81,15 +82,34 @@ def predict_coco_file(
     """Run a checkpoint's model on the patches of a COCO file: ``(gts, preds, label report)`` exactly as
     :func:`~wsi_pipeline.evaluation.inputs.load_coco` gives them for saved predictions (``save_pred``
     writes those, atomically), so fresh and saved predictions evaluate identically."""
+    from wsi_pipeline.data.coco import read_coco
     from wsi_pipeline.engine.checkpoint import model_from_checkpoint
     from wsi_pipeline.evaluation.inputs import coco_detections, load_coco_gt
     from wsi_pipeline.io import write_json_atomic
 
-    gts, cats, labels = load_coco_gt(gt_path)
-    dataset = CocoPatchDataset(gt_path)
+    coco = read_coco(gt_path)
+    gts, cats, labels = load_coco_gt(coco)
+    dataset = CocoPatchDataset(coco)
     model, config = model_from_checkpoint(checkpoint, map_location=device)
     dataset.check_mpp(config.model.input_mpp)
     results = to_coco_results(predict_patches(model.to(device), dataset, device, progress=progress), dataset)
     if save_pred is not None:
         write_json_atomic(save_pred, results)
     return gts, coco_detections(results, cats, gts, checkpoint, gt_path), labels
+
+
+def evaluate_checkpoint(
+    gt_path: Path,
+    checkpoint: Path,
+    device: torch.device,
+    save_pred: Path | None = None,
+    max_dets: int = 100,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """``wsi-pipeline eval --checkpoint``: the evaluation report of a checkpoint's model on a COCO file's
+    patches (``save_pred`` also keeps its predictions as COCO results)."""
+    from wsi_pipeline.evaluation.report import evaluation_report
+
+    gts, preds, labels = predict_coco_file(gt_path, checkpoint, device, save_pred, progress)
+    pred = save_pred or checkpoint
+    return evaluation_report(gts, preds, labels, coco=True, gt=gt_path, pred=pred, max_dets=max_dets)

@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader
 
 from wsi_pipeline.config import PipelineConfig, config_to_dict, save_config
 from wsi_pipeline.data.datasets import CocoPatchDataset, detection_collate
+from wsi_pipeline.distributed import cleanup, init_distributed
 from wsi_pipeline.engine.checkpoint import load_checkpoint
-from wsi_pipeline.engine.distributed import cleanup, init_distributed
 from wsi_pipeline.engine.hooks import Checkpointer, Evaluator, LRSchedule, MetricsLog
 from wsi_pipeline.engine.predict import coco_ground_truth, predict_patches
 from wsi_pipeline.engine.schedule import BatchSchedule

@@ -19,23 +19,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from wsi_pipeline.taxonomy import CLASS_NAMES
+from wsi_pipeline.types import ImageBoxes
+
 PAPER_IOUS: tuple[float, ...] = tuple(round(0.10 + 0.05 * i, 2) for i in range(13))  # 0.10 ... 0.70
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
-
-
-@dataclass(frozen=True)
-class ImageBoxes:
-    """One image's (or slide's) boxes: ``boxes`` (n, 4) xyxy, ``labels`` (n,) class ids,
-    ``scores`` (n,) for predictions, ``ignore`` (n,) for ground truth (COCO ``iscrowd``)."""
-
-    boxes: np.ndarray
-    labels: np.ndarray
-    scores: np.ndarray | None = None
-    ignore: np.ndarray | None = None
-
-    @staticmethod
-    def empty() -> ImageBoxes:
-        return ImageBoxes(np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros(0), np.zeros(0, bool))
 
 
 def box_iou(dets: np.ndarray, gts: np.ndarray, crowd: np.ndarray) -> np.ndarray:
@@ -156,7 +144,7 @@ class DetectionMetrics:
 def evaluate(
     gts: dict[object, ImageBoxes],
     preds: dict[object, ImageBoxes],
-    classes: dict[int, str],
+    classes: dict[int, str] = CLASS_NAMES,
     ious: Sequence[float] = PAPER_IOUS,
     max_dets: int | None = 100,
     confusion_iou: float = 0.3,

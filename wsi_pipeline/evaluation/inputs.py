@@ -18,11 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from wsi_pipeline.data.coco import CocoFile, lesion_categories, read_coco
 from wsi_pipeline.data.geojson_io import read_geojson
-from wsi_pipeline.evaluation.detection import ImageBoxes
-from wsi_pipeline.taxonomy import BY_ID, LabelTally
-
-CLASSES = {c.id: c.code for c in BY_ID.values()}
+from wsi_pipeline.taxonomy import BY_CODE, LabelTally
+from wsi_pipeline.types import ImageBoxes
 
 
 def _read_json(path: Path) -> Any:
@@ -30,16 +29,6 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: not a readable JSON file ({err})") from None
-
-
-def _category_map(categories: list[dict[str, Any]], path: Path, tally: LabelTally) -> dict[int, int | None]:
-    mapping = {}
-    for cat in categories:
-        lesion = tally.resolve(str(cat.get("name", "")))
-        mapping[int(cat["id"])] = lesion.id if lesion else None
-    if not any(v is not None for v in mapping.values()):
-        raise ValueError(f"{path}: no category maps to a lesion class ({tally.summary()})")
-    return mapping
 
 
 def load_coco(gt_path: Path, pred_path: Path) -> tuple[dict[object, ImageBoxes], dict[object, ImageBoxes], str]:
@@ -50,26 +39,29 @@ def load_coco(gt_path: Path, pred_path: Path) -> tuple[dict[object, ImageBoxes],
     if not isinstance(dets, list):
         raise ValueError(f"{pred_path}: expected a COCO results list of detections")
     if isinstance(pred, dict) and "categories" in pred:
-        cats = _category_map(pred["categories"], pred_path, LabelTally())
+        tally = LabelTally()
+        cats = lesion_categories(pred["categories"], tally)
+        if not any(v is not None for v in cats.values()):
+            raise ValueError(f"{pred_path}: no category maps to a lesion class ({tally.summary()})")
     return gts, coco_detections(dets, cats, gts, pred_path, gt_path), labels
 
 
-def load_coco_gt(gt_path: Path) -> tuple[dict[object, ImageBoxes], dict[int, int | None], str]:
+def load_coco_gt(gt: Path | CocoFile) -> tuple[dict[object, ImageBoxes], dict[int, int | None], str]:
     """Ground truth of a COCO file per image id (``iscrowd`` boxes as ignore regions), its category
     ids mapped to lesion ids (``None``: not a lesion class), and a one-line label report."""
-    gt = _read_json(gt_path)
-    if not isinstance(gt, dict) or not {"images", "annotations", "categories"} <= set(gt):
-        raise ValueError(f"{gt_path}: not a COCO ground-truth file (needs images, annotations, categories)")
-    tally = LabelTally()
-    cats = _category_map(gt["categories"], gt_path, tally)
-    boxes: dict[int, list[tuple[list[float], int, bool]]] = {int(img["id"]): [] for img in gt["images"]}
-    for ann in gt["annotations"]:
-        cid = cats.get(int(ann["category_id"]))
-        if cid is None:
-            continue
-        x, y, w, h = ann["bbox"]
-        boxes.setdefault(int(ann["image_id"]), []).append(([x, y, x + w, y + h], cid, bool(ann.get("iscrowd", 0))))
-    return {i: _image_boxes(v, "ignore") for i, v in boxes.items()}, cats, tally.summary()
+    coco = gt if isinstance(gt, CocoFile) else read_coco(gt)
+    if not any(v is not None for v in coco.categories.values()):
+        raise ValueError(f"{coco.path}: no category maps to a lesion class ({coco.labels})")
+    gts = {}
+    for image_id, anns in coco.annotations.items():
+        rows = []
+        for ann in anns:
+            cid = coco.lesion_id(ann)
+            if cid is not None:
+                x, y, w, h = ann["bbox"]
+                rows.append(([x, y, x + w, y + h], cid, bool(ann.get("iscrowd", 0))))
+        gts[image_id] = _image_boxes(rows, "ignore")
+    return gts, coco.categories, coco.labels
 
 
 def coco_detections(
@@ -125,8 +117,9 @@ def load_slides(gt_path: Path, pred_path: Path) -> tuple[dict[object, ImageBoxes
         anns = read_geojson(path, tally)
         gts[sid] = ImageBoxes(
             np.array([a.box.xyxy for a in anns], float).reshape(-1, 4),
-            np.array([_class_id(a.label) for a in anns], int),
+            np.array([BY_CODE[a.label].id for a in anns], int),
             ignore=np.zeros(len(anns), bool),
+            frame="level0",
         )
         if sid in pred_files:
             dets = read_geojson(pred_files[sid])
@@ -135,11 +128,8 @@ def load_slides(gt_path: Path, pred_path: Path) -> tuple[dict[object, ImageBoxes
                 raise ValueError(f"{pred_files[sid]}: feature {missing[0]} has no score (properties.score)")
             preds[sid] = ImageBoxes(
                 np.array([a.box.xyxy for a in dets], float).reshape(-1, 4),
-                np.array([_class_id(a.label) for a in dets], int),
+                np.array([BY_CODE[a.label].id for a in dets], int),
                 scores=np.array([a.properties["score"] for a in dets], float),
+                frame="level0",
             )
     return gts, preds, tally.summary()
-
-
-def _class_id(code: str) -> int:
-    return next(cid for cid, name in CLASSES.items() if name == code)

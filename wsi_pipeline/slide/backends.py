@@ -1,4 +1,4 @@
-"""Reader backends: tifffile + zarr (fast path for TIFF-family files), OpenSlide, in-memory array."""
+"""Reader backends: tifffile (fast path for TIFF-family files: direct tile decoding), OpenSlide, in-memory array."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ TIFF_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".btf", ".qptiff")
 
 
 class TiffReader(SlideReader):
-    """Aperio SVS, generic pyramidal TIFF, OME-TIFF and Hamamatsu NDPI through tifffile + zarr.
+    """Aperio SVS, generic pyramidal TIFF, OME-TIFF and Hamamatsu NDPI through tifffile's tile decoding.
 
-    Only the file tiles a region touches are decoded (zarr chunking over the TIFF's own tiles).
+    Only the file tiles a region touches are decoded (tifffile's read_segments + decode, seam cache).
     Each thread gets its own file handle, so one reader serves a thread pool.
     """
 

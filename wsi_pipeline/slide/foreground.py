@@ -16,23 +16,16 @@ Patch foreground fractions come from a summed-area table, so any number of patch
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
-
-@dataclass(frozen=True)
-class ForegroundParams:
-    od_threshold: float = 0.06
-    saturation_threshold: float = 0.08
-    dilate_um: float = 8.0
-    min_object_um2: float = 60.0
-    glass_window_um: float = 200.0
+from wsi_pipeline.config import ForegroundConfig
 
 
-def foreground_mask(thumb: np.ndarray, mpp: float, params: ForegroundParams = ForegroundParams()) -> np.ndarray:
-    """Boolean ``(h, w)`` mask of cellular material in an RGB thumbnail at ``mpp`` microns per pixel."""
+def foreground_mask(thumb: np.ndarray, mpp: float, params: ForegroundConfig | None = None) -> np.ndarray:
+    """Boolean ``(h, w)`` mask of cellular material in an RGB thumbnail at ``mpp`` microns per pixel
+    (``params``: ``tile.foreground``, its defaults when ``None``)."""
+    params = params or ForegroundConfig()
     ratio = np.clip(
         (thumb.astype(np.float32) + 1.0) / (glass_level(thumb, mpp, params.glass_window_um) + 1.0), 1e-3, 1.0
     )

@@ -1,9 +1,5 @@
-"""``tile`` over many slides: discover inputs, skip finished slides, run the tasks, report.
-
-Inputs are slide files, folders (searched recursively by extension) or list files (one path per
-line, ``#`` comments, relative paths resolved against the list's folder). DICOM series are folders of
-``.dcm`` instances: one file per folder is opened (OpenSlide finds the rest).
-"""
+"""``tile`` over many slides: discover inputs (:mod:`wsi_pipeline.slide.discover`), skip finished slides,
+run the tasks, report."""
 
 from __future__ import annotations
 
@@ -16,37 +12,22 @@ from pathlib import Path
 from typing import Any
 
 from wsi_pipeline.config import PipelineConfig, save_config
+from wsi_pipeline.data.patch_store import slide_fingerprint, verify_store
 from wsi_pipeline.io import write_json_atomic, write_text_atomic
+from wsi_pipeline.runner import Failure, TaskRunner
+from wsi_pipeline.slide.discover import discover_slides, slide_ids
 from wsi_pipeline.slide.reader import slide_name
-from wsi_pipeline.tiling.runner import Failure, TaskRunner
 from wsi_pipeline.tiling.slide_job import (
     SlideJob,
-    SlidePlan,
+    TilePlan,
     finalize_slide,
     plan_slide,
     tile_config_hash,
     write_block,
     write_qc,
 )
-from wsi_pipeline.tiling.store import slide_fingerprint, verify_store
 
 log = logging.getLogger(__name__)
-
-SLIDE_SUFFIXES = (
-    ".svs",
-    ".tif",
-    ".tiff",
-    ".ndpi",
-    ".mrxs",
-    ".dcm",
-    ".scn",
-    ".bif",
-    ".vms",
-    ".vmu",
-    ".svslide",
-    ".btf",
-    ".qptiff",
-)
 
 
 @dataclass
@@ -69,66 +50,6 @@ class BatchResult:
     @property
     def failed(self) -> list[SlideOutcome]:
         return [o for o in self.outcomes if o.status == "failed"]
-
-
-def discover_slides(
-    inputs: Sequence[str | Path], suffixes: tuple[str, ...] = SLIDE_SUFFIXES
-) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Slide paths (sorted, unique) and ``(input, reason)`` for inputs that are not usable."""
-    found: list[Path] = []
-    problems: list[tuple[str, str]] = []
-    for raw in inputs:
-        path = Path(raw)
-        if path.is_dir():
-            hits = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
-            if not hits:
-                problems.append((str(path), "no slide files found in folder"))
-            found.extend(hits)
-        elif path.is_file() and path.suffix.lower() in suffixes:
-            found.append(path)
-        elif path.is_file():
-            try:
-                lines = path.read_text(encoding="utf-8").splitlines()
-            except (OSError, UnicodeDecodeError) as err:
-                problems.append((str(path), f"not a slide and not a readable list file ({err})"))
-                continue
-            entries = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
-            sub, sub_problems = discover_slides(
-                [p if Path(p).is_absolute() else path.parent / p for p in entries], suffixes
-            )
-            found.extend(sub)
-            problems.extend(sub_problems)
-        else:
-            problems.append((str(path), "no such file or folder"))
-    unique: dict[Path, Path] = {}
-    dicom_dirs: set[Path] = set()
-    for p in found:
-        if p.suffix.lower() == ".dcm":
-            if p.parent in dicom_dirs:
-                continue
-            dicom_dirs.add(p.parent)
-        unique.setdefault(p.resolve(), p)
-    return list(unique.values()), problems
-
-
-def slide_ids(paths: Sequence[Path]) -> list[str]:
-    """File stems, made unique by prefixing parent folder names where two slides share a stem."""
-    ids = [_dicom_id(p) if p.suffix.lower() == ".dcm" else slide_name(p) for p in paths]
-    for depth in range(1, 6):
-        dupes = {i for i in ids if ids.count(i) > 1}
-        if not dupes:
-            break
-        ids = [
-            "__".join([*p.parts[-1 - depth : -1], slide_name(p)]) if ids[k] in dupes else ids[k]
-            for k, p in enumerate(paths)
-        ]
-    return ids
-
-
-def _dicom_id(path: Path) -> str:
-    """A DICOM series is named after its folder, unless the folder also holds other slides."""
-    others = [p for p in path.parent.iterdir() if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES]
-    return path.parent.name if all(p.suffix.lower() == ".dcm" for p in others) else slide_name(path)
 
 
 def tile_slides(
@@ -172,7 +93,7 @@ def tile_slides(
     with TaskRunner(scheduler, workers, progress) as runner:
         started = time.perf_counter()
         plans = runner.map(plan_slide, [(j,) for j in jobs], desc="plan", unit="slide")
-        ok: list[SlidePlan] = []
+        ok: list[TilePlan] = []
         calls: list[tuple[Any, tuple[Any, ...]]] = []
         owners: list[str] = []
         weights: list[int] = []

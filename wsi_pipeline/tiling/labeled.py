@@ -29,10 +29,10 @@ from wsi_pipeline.data.labeled_patches import FrameReader, cut_labeled_patches
 from wsi_pipeline.data.splits import SPLITS, assign_splits
 from wsi_pipeline.io import write_json_atomic
 from wsi_pipeline.slide import open_slide
+from wsi_pipeline.slide.discover import SLIDE_SUFFIXES, discover_slides, slide_ids
 from wsi_pipeline.slide.open import IMAGE_SUFFIXES
 from wsi_pipeline.slide.reader import slide_name
 from wsi_pipeline.taxonomy import LabelTally
-from wsi_pipeline.tiling.batch import SLIDE_SUFFIXES, discover_slides, slide_ids
 from wsi_pipeline.types import Annotation, Box
 
 log = logging.getLogger(__name__)

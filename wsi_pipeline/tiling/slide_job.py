@@ -26,11 +26,11 @@ from PIL import Image
 
 from wsi_pipeline import __version__
 from wsi_pipeline.config import TileConfig, config_to_dict
+from wsi_pipeline.data.patch_store import create_store, mark_complete, slide_fingerprint, write_patches
 from wsi_pipeline.io import atomic_path
 from wsi_pipeline.slide import SlideReader, open_slide
-from wsi_pipeline.slide.foreground import ForegroundParams, foreground_mask, qc_overlay, region_fractions
+from wsi_pipeline.slide.foreground import foreground_mask, qc_overlay, region_fractions
 from wsi_pipeline.slide.grid import Grid, patch_grid
-from wsi_pipeline.tiling.store import create_store, mark_complete, slide_fingerprint, write_patches
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class SlideJob:
 
 
 @dataclass(frozen=True)
-class SlidePlan:
+class TilePlan:
     job: SlideJob
     n_patches: int
     blocks: tuple[np.ndarray, ...]  # indices into the stored table, one array per block task
@@ -94,11 +94,6 @@ def cached_reader(path: str, backend: str, mpp: float | None) -> SlideReader:
         return reader
 
 
-def foreground_params(cfg: TileConfig) -> ForegroundParams:
-    f = cfg.foreground
-    return ForegroundParams(f.od_threshold, f.saturation_threshold, f.dilate_um, f.min_object_um2, f.glass_window_um)
-
-
 @dataclass(frozen=True)
 class QcJob:
     """Inputs of a slide's QC image; boxes are xyxy in thumbnail pixels."""
@@ -110,7 +105,7 @@ class QcJob:
     dropped: np.ndarray
 
 
-def plan_slide(job: SlideJob) -> tuple[SlidePlan, QcJob]:
+def plan_slide(job: SlideJob) -> tuple[TilePlan, QcJob]:
     start = time.perf_counter()
     cfg = job.cfg
     reader = cached_reader(job.path, cfg.backend, job.mpp_override)
@@ -119,7 +114,7 @@ def plan_slide(job: SlideJob) -> tuple[SlidePlan, QcJob]:
     grid = patch_grid(info.width, info.height, mpp, cfg.target_mpp, cfg.patch_size, cfg.overlap, cfg.edge)
     mask_mpp = cfg.foreground.mask_mpp
     thumb = reader.thumbnail(mask_mpp)
-    mask = foreground_mask(thumb, mask_mpp, foreground_params(cfg))
+    mask = foreground_mask(thumb, mask_mpp, cfg.foreground)
     to_mask = mpp / mask_mpp  # mask pixels per level-0 pixel
     boxes = np.stack([grid.x0, grid.y0, grid.x0 + grid.w0, grid.y0 + grid.h0], axis=1) * to_mask
     fractions = region_fractions(mask, boxes) if len(grid) else np.zeros(0, np.float32)
@@ -166,7 +161,7 @@ def plan_slide(job: SlideJob) -> tuple[SlidePlan, QcJob]:
         shutil.rmtree(job.tmp_store)
     create_store(job.tmp_store, table, cfg.patch_size, cfg.coords_only, cfg.compressor, attrs)
     blocks = () if cfg.coords_only else _blocks(kept, cfg.block_rows, cfg.block_cols)
-    plan = SlidePlan(
+    plan = TilePlan(
         job, len(kept), blocks, kept.x_t, kept.y_t, grid.scale, info.backend, mpp, time.perf_counter() - start
     )
     return plan, qc
@@ -189,7 +184,7 @@ def write_qc(qc: QcJob) -> int:
     return 0
 
 
-def write_block(plan: SlidePlan, indices: np.ndarray) -> int:
+def write_block(plan: TilePlan, indices: np.ndarray) -> int:
     """Read the block's bounding region once at the target mpp, cut its patches, store them."""
     job, p = plan.job, plan.job.cfg.patch_size
     reader = cached_reader(job.path, job.cfg.backend, job.mpp_override)
@@ -202,7 +197,7 @@ def write_block(plan: SlidePlan, indices: np.ndarray) -> int:
     return len(indices)
 
 
-def finalize_slide(plan: SlidePlan, written: int, seconds: float) -> dict[str, Any]:
+def finalize_slide(plan: TilePlan, written: int, seconds: float) -> dict[str, Any]:
     """Mark the store complete and move it into place; returns the slide's summary row."""
     job = plan.job
     expected = 0 if job.cfg.coords_only else plan.n_patches

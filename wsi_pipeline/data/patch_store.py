@@ -220,9 +220,9 @@ class PatchStore:
         for i in range(len(self)):
             pixels = self[i]
             if as_tensor:
-                import torch
+                from wsi_pipeline.data.image import to_tensor
 
-                yield torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float().div_(255.0), self.row(i)
+                yield to_tensor(pixels), self.row(i)
             else:
                 yield pixels, self.row(i)
 
