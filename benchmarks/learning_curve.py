@@ -41,7 +41,7 @@ def run_one(
     from wsi_pipeline.data.datasets import CocoPatchDataset
     from wsi_pipeline.engine.checkpoint import model_from_checkpoint
     from wsi_pipeline.engine.predict import coco_predictions
-    from wsi_pipeline.engine.run import CLASSES, run_training
+    from wsi_pipeline.engine.run import run_training
     from wsi_pipeline.evaluation.detection import evaluate
 
     config = load_config(config_name, [*overrides, f"train.labeled_fraction={fraction}", f"train.seed={seed}"])
@@ -60,7 +60,7 @@ def run_one(
     test_set = CocoPatchDataset(test_json)
     test_set.check_mpp(config.model.input_mpp)
     gts, preds = coco_predictions(model.to(device), test_set, device)
-    metrics = evaluate(gts, preds, CLASSES)
+    metrics = evaluate(gts, preds)
     result = {
         "fraction": fraction,
         "seed": seed,

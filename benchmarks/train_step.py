@@ -1,5 +1,6 @@
 """Cost of one training iteration on CPU: loading + augmenting the patches, and the forward/backward/SGD
-step, for a config preset with overrides (what `configs/curve-cpu.yaml` was tuned with).
+step of the configured training method (`train.method`), for a config preset with overrides (what
+`configs/curve-cpu.yaml` was tuned with).
 
     python benchmarks/train_step.py --config curve-cpu
     python benchmarks/train_step.py --config curve-cpu --set model.fpn_channels=64 --threads 1
@@ -13,8 +14,9 @@ import time
 import torch
 
 from wsi_pipeline.config import load_config
-from wsi_pipeline.data.datasets import CocoPatchDataset, detection_collate
-from wsi_pipeline.modeling import build_detector
+from wsi_pipeline.data.batch import detection_collate
+from wsi_pipeline.data.datasets import CocoPatchDataset
+from wsi_pipeline.methods import build_method
 
 
 def main() -> None:
@@ -35,14 +37,13 @@ def main() -> None:
     items = [dataset[i] for i in range(min(args.patches, len(dataset)))]
     load_ms = (time.perf_counter() - started) / len(items) * 1000
     torch.manual_seed(0)
-    model = build_detector(cfg.model).train()
+    model = build_method(cfg).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     batch = cfg.train.batch_size
 
     def step(k: int) -> None:
         start = k * batch % (len(items) - batch + 1)
-        images, targets = detection_collate(items[start : start + batch])
-        loss = sum(model(list(images), list(targets)).values())
+        loss = sum(model(detection_collate(items[start : start + batch])).values())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

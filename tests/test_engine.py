@@ -16,7 +16,7 @@ from wsi_pipeline.config import load_config
 from wsi_pipeline.data.datasets import CocoPatchDataset
 from wsi_pipeline.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from wsi_pipeline.engine.predict import coco_predictions
-from wsi_pipeline.engine.run import CLASSES, labeled_subset, run_training
+from wsi_pipeline.engine.run import labeled_subset, run_training
 from wsi_pipeline.engine.schedule import BatchSchedule, lr_factor
 from wsi_pipeline.engine.trainer import Trainer, TrainingDiverged
 from wsi_pipeline.evaluation.detection import evaluate
@@ -129,7 +129,7 @@ def test_tiny_config_overfits_four_patches_and_evaluates_from_the_cli(four_patch
     model, config = model_from_checkpoint(tmp_path / "checkpoints" / "last.pt")  # rebuilt from the file alone
     assert config.model.backbone == "tiny"
     gts, preds = coco_predictions(model, CocoPatchDataset(four_patches), torch.device("cpu"))
-    metrics = evaluate(gts, preds, CLASSES)
+    metrics = evaluate(gts, preds)
     assert metrics.mean_ap > 0.9, metrics.summary()
 
     # the same model evaluated from the command line, then its saved predictions re-evaluated
@@ -183,7 +183,7 @@ def test_validation_treats_cut_lesions_as_ignore_regions_like_eval(tmp_path: Pat
         model, CocoPatchDataset(tmp_path / "c.json", image_root=tmp_path), torch.device("cpu")
     )
     assert list(gts) == [5] and gts[5].ignore.tolist() == [False, True]
-    assert evaluate(gts, preds, CLASSES).summary()["classes"]["LSIL"]["mAP"] == pytest.approx(1.0)
+    assert evaluate(gts, preds).summary()["classes"]["LSIL"]["mAP"] == pytest.approx(1.0)
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(four_patches: Path, tmp_path: Path, monkeypatch):
@@ -218,11 +218,11 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_chec
     def poisoned(self, batch):
         losses = real(self, batch)
         if self.iter == 2:
-            losses["loss_classifier"] = losses["loss_classifier"] * float("nan")
+            losses["sup_loss_classifier"] = losses["sup_loss_classifier"] * float("nan")
         return losses
 
     monkeypatch.setattr(Trainer, "compute_losses", poisoned)
-    with pytest.raises(TrainingDiverged, match=r"iteration 2: loss is not finite \(loss_classifier=nan"):
+    with pytest.raises(TrainingDiverged, match=r"iteration 2: loss is not finite \(sup_loss_classifier=nan"):
         run_training(_cfg(four_patches, "train.max_iter=5", "train.checkpoint_every=1"), tmp_path, progress=False)
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["iteration"] == 2
 

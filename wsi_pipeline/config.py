@@ -205,7 +205,6 @@ class ModelConfig:
     anchor_sizes_um: tuple[float, float, float, float, float] = (8.0, 16.0, 32.0, 64.0, 128.0)  # per FPN level
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     fpn_channels: PositiveInt = 256
-    projection_dims: tuple[int, int] = (512, 128)  # metric-space head: 1024 -> 512 -> 128
     box_score_thresh: Fraction = 0.05
     box_nms_thresh: Fraction = 0.5
     detections_per_image: PositiveInt = 100
@@ -213,6 +212,7 @@ class ModelConfig:
     rpn_pre_nms_top_n: tuple[PositiveInt, PositiveInt] = (2000, 1000)  # (training, inference), per FPN level
     rpn_post_nms_top_n: tuple[PositiveInt, PositiveInt] = (2000, 1000)  # (training, inference), per image
     box_batch_size_per_image: PositiveInt = 512
+    classifier_loss: str = "cross_entropy"  # the box classifier's loss: a name in losses.detection.CLASSIFIER_LOSSES
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -220,6 +220,7 @@ class TrainConfig:
     """``wsi-pipeline train`` (``wsi_pipeline.engine``). Defaults follow the paper: SGD momentum 0.9,
     lr 0.005, x0.1 every 40k iterations; plus a linear warm-up and gradient clipping."""
 
+    method: str = "supervised"  # a name in wsi_pipeline.methods.METHODS
     train_json: str = "data/synthpap-v3/patches/train.json"
     val_json: str | None = "data/synthpap-v3/patches/val.json"
     batch_size: PositiveInt = 8

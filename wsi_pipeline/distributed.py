@@ -48,3 +48,27 @@ def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def world_size() -> int:
+    """Processes in the running group (1 outside torchrun)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's ``(n_r, ...)`` rows in rank order (``n_r`` may differ between ranks), so all
+    ranks hold the same result; ``tensor`` itself outside torchrun. For state that every rank must share but
+    DDP does not synchronise (DDP averages gradients and broadcasts rank 0's buffers, nothing else).
+    The result carries no gradient."""
+    tensor = tensor.detach()
+    if world_size() == 1:
+        return tensor
+    count = torch.tensor([tensor.shape[0]], device=tensor.device)
+    counts = [torch.zeros_like(count) for _ in range(world_size())]
+    dist.all_gather(counts, count)
+    sizes = [int(c.item()) for c in counts]
+    padded = tensor.new_zeros((max(sizes), *tensor.shape[1:]))
+    padded[: tensor.shape[0]] = tensor
+    parts = [torch.zeros_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])

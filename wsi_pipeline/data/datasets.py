@@ -217,9 +217,3 @@ class PatchStoreDataset(_Seeded, Dataset):
         if self.augment_cfg is not None:
             image, _ = augment(image, np.zeros((0, 4), np.float32), self.augment_cfg, self._rng(index, epoch))
         return to_tensor(image), {"slide_id": store.attrs["slide_id"], **store.row(i)}
-
-
-def detection_collate(batch: list[tuple[Any, Any]]) -> tuple[list[Any], list[Any]]:
-    """Lists of images and targets (detection models take variable-size lists)."""
-    images, targets = zip(*batch, strict=True)
-    return list(images), list(targets)

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from wsi_pipeline.engine.checkpoint import save_checkpoint
 from wsi_pipeline.engine.schedule import lr_factor
 from wsi_pipeline.engine.trainer import HookBase
+from wsi_pipeline.methods import TrainingMethod
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,12 @@ class Checkpointer(HookBase):
         self.folder, self.period, self.config = folder, period, config
 
     def save(self, name: str) -> Path:
-        return save_checkpoint(self.folder / name, self.trainer.state_dict(), self.config)
+        state = self.trainer.state_dict()
+        model = self.trainer.unwrapped
+        if isinstance(model, TrainingMethod):  # which method, and the weights inference uses
+            state["method"] = model.name
+            state["detector"] = model.inference_detector().state_dict()
+        return save_checkpoint(self.folder / name, state, self.config)
 
     def after_step(self) -> None:
         done = self.trainer.iter + 1
@@ -50,8 +56,9 @@ class Checkpointer(HookBase):
 
 
 class Evaluator(HookBase):
-    """Runs ``evaluate_fn(model) -> metrics dict (with "mAP")`` every ``period`` iterations and at the end;
-    keeps ``best.pt`` for the highest mAP. Must come after the :class:`Checkpointer` in the hook list."""
+    """Runs ``evaluate_fn(model) -> metrics dict (with "mAP")`` every ``period`` iterations and at the end
+    (on a training method's inference detector); keeps ``best.pt`` for the highest mAP. Must come after
+    the :class:`Checkpointer` in the hook list."""
 
     def __init__(self, evaluate_fn, period: int, checkpointer: Checkpointer, metrics_log: MetricsLog | None = None):
         self.evaluate_fn, self.period, self.checkpointer, self.metrics_log = (
@@ -70,7 +77,7 @@ class Evaluator(HookBase):
         model = self.trainer.unwrapped
         model.eval()
         with torch.no_grad():
-            metrics = self.evaluate_fn(model)
+            metrics = self.evaluate_fn(model.inference_detector() if isinstance(model, TrainingMethod) else model)
         model.train()
         value = metrics.get("mAP")
         log.info("iteration %d: validation mAP %s", done, "n/a" if value is None else f"{100 * value:.2f}")

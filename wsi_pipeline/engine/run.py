@@ -1,7 +1,9 @@
-"""Assemble and run supervised training from a :class:`PipelineConfig` (what ``wsi-pipeline train`` does).
+"""Assemble and run training from a :class:`PipelineConfig` (what ``wsi-pipeline train`` does).
 
-Output folder: ``config.yaml`` (resolved), ``checkpoints/last.pt`` and ``best.pt``, ``metrics.csv``
-(and ``tensorboard/`` when TensorBoard is installed).
+``run_training`` is a short sequence of ``build_*`` steps: the labeled data, the training method
+(``train.method``, :mod:`wsi_pipeline.methods`) around a fresh detector, the optimizer, the hooks, the
+loader; then the :class:`~wsi_pipeline.engine.trainer.Trainer` runs it. Output folder: ``config.yaml``
+(resolved), ``checkpoints/last.pt`` and ``best.pt``, ``metrics.csv`` (and ``tensorboard/``).
 """
 
 from __future__ import annotations
@@ -17,28 +19,23 @@ import torch
 from torch.utils.data import DataLoader
 
 from wsi_pipeline.config import PipelineConfig, config_to_dict, save_config
-from wsi_pipeline.data.datasets import CocoPatchDataset, detection_collate
-from wsi_pipeline.distributed import cleanup, init_distributed
+from wsi_pipeline.data.batch import detection_collate
+from wsi_pipeline.data.datasets import CocoPatchDataset
+from wsi_pipeline.device import select_device
+from wsi_pipeline.distributed import DistInfo, cleanup, init_distributed
 from wsi_pipeline.engine.checkpoint import load_checkpoint
-from wsi_pipeline.engine.hooks import Checkpointer, Evaluator, LRSchedule, MetricsLog
+from wsi_pipeline.engine.hooks import Checkpointer, Evaluator, HookBase, LRSchedule, MetricsLog
 from wsi_pipeline.engine.predict import coco_ground_truth, predict_patches
 from wsi_pipeline.engine.schedule import BatchSchedule
 from wsi_pipeline.engine.trainer import Trainer
 from wsi_pipeline.evaluation.detection import evaluate
-from wsi_pipeline.modeling import build_detector
-from wsi_pipeline.taxonomy import BY_ID
+from wsi_pipeline.methods import build_method, method_class
 
 log = logging.getLogger(__name__)
-CLASSES = {c.id: c.code for c in BY_ID.values()}
 
-
-def select_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name}: CUDA is not available on this machine")
-    return device
+# the training stream (RPN/RoI sampler draws) starts from this seed offset once the model is built, so it
+# does not depend on how many parameters a method initialises
+_STREAM_SEED_OFFSET = 1_000_003
 
 
 def labeled_subset(slides: list[str], fraction: float, seed: int) -> set[str] | None:
@@ -85,28 +82,10 @@ class TrainResult:
     patches: int
 
 
-def run_training(
-    config: PipelineConfig, out: str | Path, *, resume: bool = False, progress: bool = True
-) -> TrainResult:
+def build_train_set(config: PipelineConfig) -> CocoPatchDataset:
+    """The labeled training patches: ``train.train_json``, restricted to ``train.labeled_fraction`` of its
+    slides, with augmentation and crops."""
     cfg = config.train
-    out = Path(out)
-    last = out / "checkpoints" / "last.pt"
-    if last.exists() and not resume:
-        raise ValueError(f"{out}: already holds a run (checkpoints/last.pt); pass --resume or choose another --out")
-    state = load_checkpoint(last) if resume and last.exists() else None
-    if state is not None:
-        saved = state["config"]
-        if saved.get("model") != config_to_dict(config)["model"]:
-            raise ValueError(f"{last}: the model settings differ from this checkpoint's; resume with its config.yaml")
-        if saved.get("train") != config_to_dict(config)["train"]:
-            log.warning("%s: training settings differ from the checkpoint's; continuing with the new ones", last)
-    dist_info = init_distributed(cfg.device)
-    if dist_info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(config, out)
-    torch.manual_seed(cfg.seed)  # same initial weights on every rank
-    device = select_device(cfg.device, dist_info.local_rank)
-
     train_set = CocoPatchDataset(
         cfg.train_json,
         augment_cfg=cfg.augment,
@@ -119,43 +98,101 @@ def run_training(
     if subset is not None:
         train_set = train_set.only_slides(subset)
     log.info("training on %d patches from %d slides", len(train_set), len(train_set.slide_ids()))
-    model = build_detector(config.model).to(device)
+    return train_set
+
+
+def build_model(config: PipelineConfig, device: torch.device, dist_info: DistInfo) -> torch.nn.Module:
+    """The training method on ``device`` (same initial weights on every rank: seeded by ``train.seed``),
+    wrapped in DDP under torchrun. The global random stream is then reseeded, so the samplers' draws do not
+    depend on what the method initialised."""
+    cfg = config.train
+    torch.manual_seed(cfg.seed)
+    method = build_method(config).to(device)
+    torch.manual_seed(cfg.seed + _STREAM_SEED_OFFSET)
     if cfg.channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    if state is not None:
-        model.load_state_dict(state["model"])
-    if dist_info.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
-        )
+        method = method.to(memory_format=torch.channels_last)
+    if not dist_info.enabled:
+        return method
+    return torch.nn.parallel.DistributedDataParallel(
+        method, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+    )
+
+
+def build_optimizer(config: PipelineConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD with momentum over every trainable parameter of the method."""
+    cfg = config.train
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
-    hooks: list[Any] = [LRSchedule(cfg.warmup_iters, cfg.warmup_factor, cfg.lr_steps, cfg.lr_gamma)]
-    metrics_log = MetricsLog(out, cfg.log_every, progress and dist_info.is_main)
+
+def build_hooks(
+    config: PipelineConfig, out: Path, device: torch.device, dist_info: DistInfo, progress: bool
+) -> tuple[list[HookBase], Evaluator | None]:
+    """LR schedule on every rank; logging, checkpoints and validation (``train.val_json``) on rank 0."""
+    cfg = config.train
+    hooks: list[HookBase] = [LRSchedule(cfg.warmup_iters, cfg.warmup_factor, cfg.lr_steps, cfg.lr_gamma)]
+    if not dist_info.is_main:  # one writer: rank 0 logs, saves and validates
+        return hooks, None
+    metrics_log = MetricsLog(out, cfg.log_every, progress)
     checkpointer = Checkpointer(out / "checkpoints", cfg.checkpoint_every, config_to_dict(config))
-    if dist_info.is_main:  # one writer: rank 0 logs, saves and validates
-        hooks += [metrics_log, checkpointer]
-    evaluator = None
-    if cfg.val_json and dist_info.is_main:
-        val_set = CocoPatchDataset(cfg.val_json)
-        val_set.check_mpp(config.model.input_mpp)
-        val_gts = coco_ground_truth(val_set)  # read once, not at every validation
+    hooks += [metrics_log, checkpointer]
+    if not cfg.val_json:
+        return hooks, None
+    val_set = CocoPatchDataset(cfg.val_json)
+    val_set.check_mpp(config.model.input_mpp)
+    val_gts = coco_ground_truth(val_set)  # read once, not at every validation
 
-        def validate(m: torch.nn.Module) -> dict[str, Any]:
-            metrics = evaluate(val_gts, predict_patches(m, val_set, device), CLASSES)
-            return {"mAP": None if np.isnan(metrics.mean_ap) else metrics.mean_ap}
+    def validate(detector: torch.nn.Module) -> dict[str, Any]:
+        metrics = evaluate(val_gts, predict_patches(detector, val_set, device))
+        return {"mAP": None if np.isnan(metrics.mean_ap) else metrics.mean_ap}
 
-        evaluator = Evaluator(validate, cfg.eval_every, checkpointer, metrics_log)
-        hooks.append(evaluator)
+    evaluator = Evaluator(validate, cfg.eval_every, checkpointer, metrics_log)
+    return [*hooks, evaluator], evaluator
 
-    schedule = BatchSchedule(len(train_set), cfg.batch_size, cfg.seed, dist_info.rank, dist_info.world_size)
+
+def _resume_state(config: PipelineConfig, out: Path, resume: bool) -> dict[str, Any] | None:
+    """The checkpoint to resume from (``--resume`` and ``last.pt`` present), checked against the config."""
+    last = out / "checkpoints" / "last.pt"
+    if last.exists() and not resume:
+        raise ValueError(f"{out}: already holds a run (checkpoints/last.pt); pass --resume or choose another --out")
+    if not resume or not last.exists():
+        return None
+    state = load_checkpoint(last)
+    if state.get("legacy"):
+        raise ValueError(f"{last}: a format-1 checkpoint cannot be resumed; start a new run (--out)")
+    saved, current = state["config"], config_to_dict(config)
+    if state["method"] != config.train.method:
+        raise ValueError(f"{last}: trained with method {state['method']!r}, not {config.train.method!r}")
+    if saved.get("model") != current["model"]:
+        raise ValueError(f"{last}: the model settings differ from this checkpoint's; resume with its config.yaml")
+    if saved.get("train") != current["train"]:
+        log.warning("%s: training settings differ from the checkpoint's; continuing with the new ones", last)
+    return state
+
+
+def run_training(
+    config: PipelineConfig, out: str | Path, *, resume: bool = False, progress: bool = True
+) -> TrainResult:
+    cfg = config.train
+    out = Path(out)
+    method_class(cfg.method)  # an unknown method fails before any work
+    state = _resume_state(config, out, resume)
+    dist_info = init_distributed(cfg.device)
+    if dist_info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out)
+    device = select_device(cfg.device, dist_info.local_rank)
+    train_set = build_train_set(config)
+    model = build_model(config, device, dist_info)
+    optimizer = build_optimizer(config, model)
+    hooks, evaluator = build_hooks(config, out, device, dist_info, progress and dist_info.is_main)
     trainer = Trainer(
         model, optimizer, iter(()), cfg.max_iter, device, hooks, cfg.amp, cfg.clip_grad_norm, cfg.channels_last
     )
     if state is not None:
         trainer.load_state_dict(state)
         log.info("resuming at iteration %d", trainer.start_iter)
+    schedule = BatchSchedule(len(train_set), cfg.batch_size, cfg.seed, dist_info.rank, dist_info.world_size)
     trainer.data = make_loader(train_set, schedule, trainer.start_iter, cfg.workers)
     try:
         trainer.train()

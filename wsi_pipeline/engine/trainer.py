@@ -1,9 +1,10 @@
 """The training loop: ``before_step -> run_step -> after_step`` with everything else in hooks.
 
 ``Trainer.run_step`` does one optimisation step on one batch (AMP and channels-last on CUDA, gradient
-clipping, a non-finite-loss guard). Hooks (:mod:`.hooks`) schedule the learning rate, save and evaluate,
-and log; each has ``state_dict``/``load_state_dict`` so a resumed run continues exactly.
-The semi-supervised trainers override :meth:`Trainer.compute_losses` and nothing else.
+clipping, a non-finite-loss guard). The model is a training method (:mod:`wsi_pipeline.methods`): any
+``nn.Module`` whose ``forward(batch)`` returns a dict of loss tensors, which the trainer sums. Hooks
+(:mod:`.hooks`) schedule the learning rate, save and evaluate, and log; each has
+``state_dict``/``load_state_dict`` so a resumed run continues exactly.
 """
 
 from __future__ import annotations
@@ -40,18 +41,22 @@ class HookBase:
 
 
 def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
+    """``batch`` on ``device``: tensors, dicts, lists/tuples of them, or objects with ``.to(device, channels_last)``
+    (:class:`~wsi_pipeline.data.batch.TrainBatch`)."""
+    if hasattr(batch, "to") and not isinstance(batch, torch.Tensor):
+        return batch.to(device, channels_last)
     if isinstance(batch, torch.Tensor):
         batch = batch.to(device, non_blocking=True)
         return batch.contiguous(memory_format=torch.channels_last) if channels_last and batch.dim() == 4 else batch
     if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
+        return {k: to_device(v, device, channels_last) for k, v in batch.items()}
     if isinstance(batch, list | tuple):
         return type(batch)(to_device(v, device, channels_last) for v in batch)
     return batch
 
 
 class Trainer:
-    """Supervised detection training. ``data`` yields ``(images, targets)`` batches for iterations
+    """Trains ``model`` (``forward(batch) -> loss dict``) on ``data``, an iterator of batches for iterations
     ``start_iter, start_iter + 1, ...`` (see :func:`wsi_pipeline.engine.run.make_loader`)."""
 
     def __init__(
@@ -99,9 +104,8 @@ class Trainer:
                 h.after_train()
 
     def compute_losses(self, batch: Any) -> dict[str, torch.Tensor]:
-        """Loss dict of one batch (supervised: the detector's own losses)."""
-        images, targets = batch
-        return self.model(images, targets)
+        """Loss dict of one batch: the model's forward (under DDP, the wrapped model's, so gradients sync)."""
+        return self.model(batch)
 
     def run_step(self) -> None:
         batch = to_device(next(self.data), self.device, self.channels_last)

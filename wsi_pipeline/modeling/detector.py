@@ -1,25 +1,36 @@
-"""``build_detector(cfg)``: Faster R-CNN + FPN for cell lesions, and per-proposal embeddings.
+"""``build_detector(cfg)``: Faster R-CNN + FPN for cell lesions, exposing its stages as named methods.
 
-The torchvision detector is used as is: transform -> backbone -> RPN -> RoI heads -> postprocess, except
-that its transform resamples images by a fixed factor (``input_mpp / mpp``) instead of resizing them to 800 px.
-For metric learning, :meth:`CytologyDetector.forward_with_embeddings` also returns, for every proposal
-the box head saw, its 1024-d box-head feature, its projection into the metric space, its class logits,
-its image index and (in training) the class it was assigned by torchvision's own sampler. These are
-recorded with forward hooks and a one-method subclass of ``RoIHeads``; no torchvision code is copied.
+torchvision's detector is five steps: transform -> backbone -> RPN -> RoI heads -> postprocess. Here the
+same torchvision modules are held by :class:`CytologyDetector` and composed by named stages, so a training
+method can run any part on any images: ``preprocess``, ``features``, ``proposals`` (with losses only when
+targets are given, so unlabeled images need no fake ones), ``sample_proposals`` (torchvision's sampler),
+``box_head`` (box-head features, class logits and deltas of *given* boxes: proposal embeddings for metric
+learning), ``box_losses`` (a swappable classifier loss + Fast R-CNN box regression) and ``detect``.
+:meth:`CytologyDetector.supervised` and :meth:`CytologyDetector.predict` compose them exactly as
+torchvision's ``GeneralizedRCNN.forward`` does (same calls, same order, same random draws).
+
+The transform resamples images by a fixed factor (``input_mpp / mpp``) instead of resizing them to 800 px.
+Frames: images and targets come in *input pixels* (the patch's own pixels at ``input_mpp``); the stages
+between ``preprocess`` and ``detect`` work in *network pixels* (at ``mpp``); ``detect``/``predict`` return
+boxes in input pixels again.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_prediction_layers
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 
 from wsi_pipeline.config import ModelConfig
+from wsi_pipeline.losses.detection import box_regression_loss, build_classifier_loss
 from wsi_pipeline.modeling.backbones import build_backbone
 from wsi_pipeline.taxonomy import NUM_CLASSES
 
@@ -27,49 +38,44 @@ from wsi_pipeline.taxonomy import NUM_CLASSES
 IMAGE_MEAN = (0.8, 0.75, 0.8)
 IMAGE_STD = (0.2, 0.2, 0.2)
 
-
-class ProjectionHead(nn.Module):
-    """x = W2 ReLU(W1 h): box-head features (1024-d) into the metric space (128-d by default)."""
-
-    def __init__(self, in_dim: int = 1024, hidden: int = 512, out_dim: int = 128):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
-
-    def forward(self, features: Tensor) -> Tensor:
-        return self.net(features)
+Targets = list[dict[str, Tensor]]
 
 
 @dataclass
-class ProposalOutputs:
-    """Per-proposal tensors of one forward pass; row ``i`` belongs to image ``image_index[i]``.
+class BoxHeadOutputs:
+    """The box head on a set of boxes; row ``i`` belongs to image ``image_index[i]`` (images in order)."""
 
-    ``labels`` are the sampler's assigned classes (0 = background) in training, ``None`` in eval.
-    """
-
-    features: Tensor  # (N, 1024)
-    embeddings: Tensor  # (N, D) projection of the features
-    class_logits: Tensor  # (N, C + 1)
+    features: Tensor  # (N, 1024) box-head features: what the metric space embeds
+    class_logits: Tensor  # (N, C + 1), column 0 is background
+    box_regression: Tensor  # (N, 4 (C + 1)) class-specific deltas
     image_index: Tensor  # (N,)
-    labels: Tensor | None
 
 
-class _RecordingRoIHeads(RoIHeads):
-    """RoIHeads that remembers the proposals and labels its sampler chose (training)."""
+@dataclass
+class RoiSamples:
+    """Proposals (per image, network pixels) chosen by the RoI sampler, with their assigned classes
+    (0 = background), the encoded deltas to their matched ground truth, and the matched target index."""
 
-    record: dict | None = None
+    proposals: list[Tensor]
+    labels: list[Tensor]
+    regression_targets: list[Tensor]
+    matched_idxs: list[Tensor]
 
-    def select_training_samples(self, proposals, targets):  # type: ignore[no-untyped-def]
-        proposals, matched_idxs, labels, regression_targets = super().select_training_samples(proposals, targets)
-        if self.record is not None:
-            self.record["proposals"] = proposals
-            self.record["labels"] = labels
-        return proposals, matched_idxs, labels, regression_targets
+
+@dataclass
+class SupervisedOutputs:
+    """A supervised pass: the four detector losses, and the box head on the sampled proposals with the
+    classes the sampler assigned them (``labels``, ``(N,)``)."""
+
+    losses: dict[str, Tensor]
+    head: BoxHeadOutputs
+    labels: Tensor
 
 
 class _FixedScaleTransform(GeneralizedRCNNTransform):
     """Normalise and batch like torchvision, but resample every image by the same ``scale`` (1: untouched),
     so an image's physical resolution, not its size, decides what the network sees. Boxes of the targets
-    follow; torchvision's postprocess maps detections back to the input's pixels."""
+    follow; :meth:`postprocess` maps detections back to the input's pixels."""
 
     def __init__(self, scale: float, image_mean: list[float], image_std: list[float]):
         super().__init__(1, 1, image_mean, image_std)  # min/max size: unused, resize() is replaced
@@ -93,69 +99,140 @@ class _FixedScaleTransform(GeneralizedRCNNTransform):
 
 
 class CytologyDetector(nn.Module):
-    """torchvision Faster R-CNN (``self.detector``) plus the metric-space ``projection`` head."""
+    """Faster R-CNN + FPN as named stages over torchvision's modules (see the module docstring).
 
-    def __init__(self, detector: FasterRCNN, projection: ProjectionHead):
+    ``forward(images, targets)`` in training mode returns the loss dict (``loss_classifier``,
+    ``loss_box_reg``, ``loss_objectness``, ``loss_rpn_box_reg``); otherwise one dict per image with
+    ``boxes`` (xyxy, input pixels), ``labels`` (lesion class ids) and ``scores``.
+    """
+
+    def __init__(
+        self,
+        transform: GeneralizedRCNNTransform,
+        backbone: nn.Module,
+        rpn: RegionProposalNetwork,
+        roi_heads: RoIHeads,
+        classifier_loss: nn.Module,
+    ):
         super().__init__()
-        self.detector = detector
-        self.projection = projection
-        heads = detector.roi_heads
-        assert isinstance(heads, _RecordingRoIHeads)
-        heads.box_head.register_forward_hook(self._on_box_head)
-        heads.box_predictor.register_forward_hook(self._on_box_predictor)
-        heads.register_forward_pre_hook(self._on_roi_heads)
+        self.transform, self.backbone, self.rpn, self.roi_heads = transform, backbone, rpn, roi_heads
+        self.classifier_loss = classifier_loss
 
-    def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):  # type: ignore[no-untyped-def]
-        """Training: loss dict (``loss_classifier``, ``loss_box_reg``, ``loss_objectness``,
-        ``loss_rpn_box_reg``). Eval: one dict per image with ``boxes`` (xyxy, input pixels), ``labels``,
-        ``scores``."""
-        return self.detector(images, targets)
+    # -- stages ---------------------------------------------------------------------------------
+    def preprocess(self, images: list[Tensor], targets: Targets | None = None) -> tuple[ImageList, Targets | None]:
+        """Normalise, resample to ``mpp`` and batch ``(3, H, W)`` images in [0, 1]; targets (``boxes`` xyxy in
+        input pixels, ``labels``) are copied and follow."""
+        batch, targets = self.transform(images, targets)
+        for k, t in enumerate(targets or []):
+            bad = (t["boxes"][:, 2:] <= t["boxes"][:, :2]).any(dim=1)
+            if bad.any():
+                box = [round(v, 2) for v in t["boxes"][bad][0].tolist()]
+                raise ValueError(f"target {k}: a box without positive width and height ({box}, network pixels)")
+        return batch, targets
 
-    def forward_with_embeddings(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):  # type: ignore[no-untyped-def]
-        """Like :meth:`forward`, and also the :class:`ProposalOutputs` of the box head."""
-        record: dict = {}
-        heads = self.detector.roi_heads
-        heads.record = record  # type: ignore[union-attr]
-        try:
-            out = self.detector(images, targets)
-        finally:
-            heads.record = None  # type: ignore[union-attr]
-        counts = [len(p) for p in record["proposals"]]
-        device = record["features"].device
-        image_index = torch.repeat_interleave(
-            torch.arange(len(counts), device=device), torch.tensor(counts, device=device)
+    def features(self, images: ImageList) -> OrderedDict[str, Tensor]:
+        """FPN feature maps, finest first."""
+        return self.backbone(images.tensors)
+
+    def proposals(
+        self, images: ImageList, features: OrderedDict[str, Tensor], targets: Targets | None = None
+    ) -> tuple[list[Tensor], dict[str, Tensor]]:
+        """RPN proposals per image (network pixels; top-n counts of the module's train/eval mode) and, when
+        ``targets`` are given, the RPN losses (``loss_objectness``, ``loss_rpn_box_reg``)."""
+        rpn = self.rpn
+        maps = list(features.values())
+        objectness, deltas = rpn.head(maps)
+        anchors = rpn.anchor_generator(images, maps)
+        per_level = [o[0].numel() for o in objectness]
+        objectness, deltas = concat_box_prediction_layers(objectness, deltas)
+        decoded = rpn.box_coder.decode(deltas.detach(), anchors).view(len(anchors), -1, 4)
+        boxes, _ = rpn.filter_proposals(decoded, objectness, images.image_sizes, per_level)
+        if targets is None:
+            return boxes, {}
+        labels, matched = rpn.assign_targets_to_anchors(anchors, targets)
+        objectness_loss, box_loss = rpn.compute_loss(objectness, deltas, labels, rpn.box_coder.encode(matched, anchors))
+        return boxes, {"loss_objectness": objectness_loss, "loss_rpn_box_reg": box_loss}
+
+    def sample_proposals(self, proposals: list[Tensor], targets: Targets) -> RoiSamples:
+        """torchvision's RoI sampler: ground-truth boxes join the proposals, then a balanced sample of
+        foreground/background per image with assigned classes and regression targets."""
+        proposals, matched, labels, regression = self.roi_heads.select_training_samples(proposals, targets)
+        return RoiSamples(proposals, labels, regression, matched)
+
+    def box_head(self, features: OrderedDict[str, Tensor], boxes: list[Tensor], image_sizes) -> BoxHeadOutputs:  # type: ignore[no-untyped-def]
+        """RoI-pool ``boxes`` (per image, network pixels) and run the box head and predictor."""
+        heads = self.roi_heads
+        pooled = heads.box_roi_pool(features, boxes, image_sizes)
+        embedded = heads.box_head(pooled)
+        class_logits, box_regression = heads.box_predictor(embedded)
+        device = embedded.device
+        counts = torch.tensor([len(b) for b in boxes], device=device)
+        image_index = torch.repeat_interleave(torch.arange(len(boxes), device=device), counts)
+        return BoxHeadOutputs(embedded, class_logits, box_regression, image_index)
+
+    def box_losses(self, head: BoxHeadOutputs, labels: Tensor, regression_targets: Tensor) -> dict[str, Tensor]:
+        """``loss_classifier`` (the configured classifier loss) and ``loss_box_reg`` (Fast R-CNN)."""
+        return {
+            "loss_classifier": self.classifier_loss(head.class_logits, labels),
+            "loss_box_reg": box_regression_loss(head.box_regression, labels, regression_targets),
+        }
+
+    def detect(
+        self,
+        head: BoxHeadOutputs,
+        boxes: list[Tensor],
+        image_sizes,
+        original_sizes,  # type: ignore[no-untyped-def]
+    ) -> list[dict[str, Tensor]]:
+        """Per-class decoding, score threshold and NMS of the box head's outputs on ``boxes``; detections
+        mapped back to the input pixels of images of ``original_sizes``."""
+        out_boxes, scores, labels = self.roi_heads.postprocess_detections(
+            head.class_logits, head.box_regression, boxes, image_sizes
         )
-        labels = torch.cat(record["labels"]) if "labels" in record and self.training else None
-        features = record["features"]
-        return out, ProposalOutputs(features, self.projection(features), record["class_logits"], image_index, labels)
+        found = [{"boxes": b, "labels": c, "scores": s} for b, s, c in zip(out_boxes, scores, labels, strict=True)]
+        return self.transform.postprocess(found, image_sizes, original_sizes)
 
-    # hooks: record only inside forward_with_embeddings
-    def _on_roi_heads(self, module, args):  # type: ignore[no-untyped-def]
-        if module.record is not None and not self.training:
-            module.record["proposals"] = args[1]
+    # -- compositions ---------------------------------------------------------------------------
+    def supervised(self, images: list[Tensor], targets: Targets) -> SupervisedOutputs:
+        """The supervised losses of labeled images (and the box head on the sampled proposals)."""
+        batch, targets = self.preprocess(images, targets)
+        assert targets is not None
+        features = self.features(batch)
+        proposals, rpn_losses = self.proposals(batch, features, targets)
+        samples = self.sample_proposals(proposals, targets)
+        head = self.box_head(features, samples.proposals, batch.image_sizes)
+        labels = torch.cat(samples.labels)
+        losses = self.box_losses(head, labels, torch.cat(samples.regression_targets))
+        return SupervisedOutputs({**losses, **rpn_losses}, head, labels)
 
-    def _on_box_head(self, module, args, output):  # type: ignore[no-untyped-def]
-        record = self.detector.roi_heads.record
-        if record is not None:
-            record["features"] = output
+    def predict(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        """Detections per image: ``boxes`` (xyxy, input pixels), ``labels``, ``scores``."""
+        sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        batch, _ = self.preprocess(images)
+        features = self.features(batch)
+        proposals, _ = self.proposals(batch, features)
+        head = self.box_head(features, proposals, batch.image_sizes)
+        return self.detect(head, proposals, batch.image_sizes, sizes)
 
-    def _on_box_predictor(self, module, args, output):  # type: ignore[no-untyped-def]
-        record = self.detector.roi_heads.record
-        if record is not None:
-            record["class_logits"] = output[0]
+    def forward(self, images: list[Tensor], targets: Targets | None = None):  # type: ignore[no-untyped-def]
+        if self.training:
+            if targets is None:
+                raise ValueError("a detector in training mode needs targets (call eval() to predict)")
+            return self.supervised(images, targets).losses
+        return self.predict(images)
 
 
 def anchor_sizes_px(cfg: ModelConfig) -> tuple[tuple[int, ...], ...]:
-    """Anchor sizes per FPN level in input pixels (microns / mpp)."""
+    """Anchor sizes per FPN level in network pixels (microns / mpp)."""
     return tuple((max(4, round(um / cfg.mpp)),) for um in cfg.anchor_sizes_um)
 
 
 def build_detector(cfg: ModelConfig) -> CytologyDetector:
     """The detector for ``NUM_CLASSES`` lesion classes + background, randomly initialised unless
-    ``cfg.backbone_weights`` names a local file."""
+    ``cfg.backbone_weights`` names a local file. torchvision's ``FasterRCNN`` builds the parts."""
     backbone = build_backbone(cfg.backbone, cfg.norm, cfg.fpn_channels, cfg.backbone_weights)
     anchors = AnchorGenerator(anchor_sizes_px(cfg), (tuple(cfg.aspect_ratios),) * len(cfg.anchor_sizes_um))
-    detector = FasterRCNN(
+    parts = FasterRCNN(
         backbone,
         num_classes=NUM_CLASSES + 1,
         image_mean=list(IMAGE_MEAN),
@@ -171,20 +248,7 @@ def build_detector(cfg: ModelConfig) -> CytologyDetector:
         box_detections_per_img=cfg.detections_per_image,
         box_batch_size_per_image=cfg.box_batch_size_per_image,
     )
-    detector.transform = _FixedScaleTransform(cfg.input_mpp / cfg.mpp, list(IMAGE_MEAN), list(IMAGE_STD))
-    old = detector.roi_heads
-    detector.roi_heads = _RecordingRoIHeads(
-        old.box_roi_pool,
-        old.box_head,
-        old.box_predictor,
-        old.proposal_matcher.high_threshold,
-        old.proposal_matcher.low_threshold,
-        old.fg_bg_sampler.batch_size_per_image,
-        old.fg_bg_sampler.positive_fraction,
-        old.box_coder.weights,
-        old.score_thresh,
-        old.nms_thresh,
-        old.detections_per_img,
+    transform = _FixedScaleTransform(cfg.input_mpp / cfg.mpp, list(IMAGE_MEAN), list(IMAGE_STD))
+    return CytologyDetector(
+        transform, parts.backbone, parts.rpn, parts.roi_heads, build_classifier_loss(cfg.classifier_loss)
     )
-    hidden, out_dim = cfg.projection_dims
-    return CytologyDetector(detector, ProjectionHead(detector.roi_heads.box_head.fc7.out_features, hidden, out_dim))
