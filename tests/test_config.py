@@ -102,3 +102,51 @@ def test_constructors_validate_without_yaml():
     assert SynthConfig(width=64).width == 64
     with pytest.raises(ValueError, match="greater than 0"):
         SynthConfig(width=0)
+
+
+def test_a_preset_extends_its_base_key_by_key(tmp_path):
+    demo, curve = load_config("demo"), load_config("curve-cpu")
+    assert demo.model == curve.model  # the demo's detector is the curve-cpu model, not a copy of its settings
+    assert demo.train.max_iter == 400 and demo.train.lr == curve.train.lr and demo.synth.seed == 7
+    (tmp_path / "a.yaml").write_text("base: b.yaml\ntrain:\n  lr: 0.5\n")
+    (tmp_path / "b.yaml").write_text("base: tiny\ntrain:\n  lr: 0.1\n  max_iter: 7\n")
+    chained = load_config(tmp_path / "a.yaml")
+    assert (chained.train.lr, chained.train.max_iter, chained.model.backbone) == (0.5, 7, "tiny")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle of bases"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("base: nope\n")
+    with pytest.raises(ConfigError, match="nope: no such config file or preset"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_a_config_of_random_bytes_names_the_file(tmp_path):
+    (tmp_path / "x.yaml").write_bytes(bytes(range(128, 256)))
+    with pytest.raises(ConfigError, match=r"x\.yaml: not a YAML text file"):
+        load_config(tmp_path / "x.yaml")
+
+
+def test_a_wheel_install_ships_every_preset(tmp_path):
+    """``pip install .`` (not editable) must carry the presets: configs/ is the one copy, shipped as
+    wsi_pipeline/presets. Installed without dependencies into a folder (no second torch download)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    target = tmp_path / "site"
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target),
+         str(root)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr[-2000:]
+    shipped = sorted(p.name for p in (target / "wsi_pipeline" / "presets").glob("*.yaml"))
+    assert shipped == sorted(p.name for p in (root / "configs").glob("*.yaml"))
+    check = (
+        "import wsi_pipeline.config as c, sys; assert 'site' in c.__file__, c.__file__; "
+        "print(sorted(c.available_presets())); c.load_config('demo')"
+    )
+    env = {"PYTHONPATH": str(target), "PATH": ""}
+    ran = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert "curve-cpu" in ran.stdout and "demo" in ran.stdout

@@ -2,7 +2,8 @@
 
 * Each stage owns a frozen dataclass (``SynthConfig`` ...); :class:`PipelineConfig` has one field per
   stage, so YAML files and overrides address values as ``section.key`` (``synth.width``).
-* The dataclass defaults are the only defaults. A YAML preset in ``configs/`` lists only what it changes.
+* The dataclass defaults are the only defaults. A YAML preset in ``configs/`` lists only what it changes,
+  from the defaults or from another preset it names as its ``base:``.
 * :func:`load_config` reads an optional YAML file, applies ``section.key=value`` overrides (values parsed
   as YAML scalars/lists) and validates everything with pydantic: an unknown key or a wrong type is a
   :class:`ConfigError` whose one-line message names the key.
@@ -262,7 +263,9 @@ class PipelineConfig:
 
 
 def _project_config_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "configs"
+    """The presets: ``configs/`` of the source tree, shipped inside the package as ``wsi_pipeline/presets``
+    (a link to it in the source tree, real files in a wheel)."""
+    return Path(__file__).resolve().parent / "presets"
 
 
 def available_presets() -> list[str]:
@@ -290,6 +293,8 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}:{where} invalid YAML: {getattr(err, 'problem', err)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a YAML text file (not UTF-8)") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config: {err.strerror}") from None
     if data is None:
@@ -297,6 +302,34 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
     return data
+
+
+def read_config_file(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's mapping with its ``base:`` resolved: ``base: curve-cpu`` (a preset name, or a path
+    relative to the file) is read first and this file's values override it, section by section and key by
+    key (lists and scalars are replaced whole). Bases may chain; a cycle is an error."""
+    data = read_yaml_mapping(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: base: expected a preset name or a config file path, got {base!r}")
+    candidate = path.parent / base
+    base_path = candidate if candidate.suffix and candidate.is_file() else resolve_config_path(base)
+    if base_path.resolve() in _seen or base_path.resolve() == path.resolve():
+        raise ConfigError(f"{path}: base: {base} extends itself (a cycle of bases)")
+    return merge_mappings(read_config_file(base_path, (*_seen, path.resolve())), data)
+
+
+def merge_mappings(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``changes``: nested mappings merged key by key, anything else replaced."""
+    merged = _deep_copy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_mappings(merged[key], value)
+        else:
+            merged[key] = _deep_copy(value)
+    return merged
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -375,7 +408,7 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: Sequence[
     source = "defaults"
     if path is not None:
         resolved = resolve_config_path(path)
-        data = read_yaml_mapping(resolved)
+        data = read_config_file(resolved)
         source = str(resolved)
     if overrides:
         data = apply_overrides(data, overrides)
