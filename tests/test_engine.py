@@ -126,6 +126,10 @@ def test_tiny_config_overfits_four_patches_and_evaluates_from_the_cli(four_patch
     cfg = _cfg(four_patches, "train.max_iter=100", "train.checkpoint_every=100")
     result = run_training(cfg, tmp_path, progress=False)
     assert result.patches == 4 and result.slides >= 1
+    saved = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert saved["method"] == "supervised" and set(saved["detector"]) == {
+        k.removeprefix("detector.") for k in saved["model"]
+    }
     model, config = model_from_checkpoint(tmp_path / "checkpoints" / "last.pt")  # rebuilt from the file alone
     assert config.model.backbone == "tiny"
     gts, preds = coco_predictions(model, CocoPatchDataset(four_patches), torch.device("cpu"))

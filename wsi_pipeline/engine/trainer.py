@@ -81,8 +81,9 @@ class Trainer:
         for hook in hooks:
             hook.trainer = self
             self.hooks.append(hook)
-        self.iter = 0
+        self.iter = 0  # the iteration in progress (hooks read it)
         self.start_iter = 0
+        self.completed = 0  # iterations done, what a checkpoint resumes after
         self.last_losses: dict[str, float] = {}
 
     # -- the loop -------------------------------------------------------------------------------
@@ -96,9 +97,9 @@ class Trainer:
                 for h in self.hooks:
                     h.before_step()
                 self.run_step()
+                self.completed = it + 1
                 for h in self.hooks:
                     h.after_step()
-            self.iter = self.max_iter
         finally:
             for h in self.hooks:
                 h.after_train()
@@ -127,14 +128,14 @@ class Trainer:
 
     # -- resume ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """State after the current iteration (resume continues at ``iteration``)."""
+        """State after the last completed iteration (resume continues at ``iteration``)."""
         # the torch generator drives the RPN/RoI samplers; data order and augmentation are seeded by
         # iteration (engine.schedule, data.datasets), so they need no saved state
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
-            "iteration": self.iter + 1,
+            "iteration": self.completed,
             "model": self.unwrapped.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -156,4 +157,4 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         for h in self.hooks:
             h.load_state_dict(state["hooks"].get(type(h).__name__, {}))
-        self.start_iter = int(state["iteration"])
+        self.start_iter = self.completed = int(state["iteration"])
