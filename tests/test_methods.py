@@ -57,7 +57,7 @@ def test_supervised_losses_match_the_golden_values():
         seen = {}
         for step in range(3):
             losses = method(batch)
-            seen[step] = {k: float(v) for k, v in losses.items()}
+            seen[step] = {k: float(v.detach()) for k, v in losses.items()}
             optimizer.zero_grad()
             sum(losses.values()).backward()
             optimizer.step()
