@@ -42,3 +42,41 @@ def test_unreadable_geojson_names_the_file(tmp_path: Path):
     wrong.write_text('{"type": "Point", "coordinates": [1, 2]}')
     with pytest.raises(ValueError, match="expected a GeoJSON FeatureCollection"):
         read_geojson(wrong)
+
+
+def _collection(*features: dict) -> dict:
+    return {"type": "FeatureCollection", "features": list(features)}
+
+
+def _feature(geometry: dict, label: str = "HSIL") -> dict:
+    return {"type": "Feature", "geometry": geometry, "properties": {"classification": {"name": label}}}
+
+
+def test_points_become_boxes_of_the_given_size_and_counts_say_what_was_used(tmp_path):
+    import gzip
+    import json
+
+    from wsi_pipeline.data.geojson_io import read_geojson
+    from wsi_pipeline.taxonomy import LabelTally
+
+    data = _collection(
+        _feature({"type": "Point", "coordinates": [100, 50]}),
+        _feature({"type": "MultiPoint", "coordinates": [[10, 10], [300, 300]]}, "LSIL"),
+        _feature({"type": "Polygon", "coordinates": [[[0, 0], [4, 0], [4, 6], [0, 0]]]}, "AGC"),
+    )
+    path = tmp_path / "a.geojson.gz"
+    with gzip.open(path, "wt") as fh:
+        json.dump(data, fh)
+    tally = LabelTally()
+    anns = read_geojson(path, tally, point_box=20)
+    assert [(a.label, a.box.xyxy) for a in anns] == [
+        ("HSIL", (90, 40, 110, 60)),
+        ("LSIL", (0, 0, 20, 20)),  # each point of a MultiPoint is its own lesion, not one box over all
+        ("LSIL", (290, 290, 310, 310)),
+        ("AGC", (0, 0, 4, 6)),
+    ]
+    assert dict(tally.mapped) == {"HSIL": 1, "LSIL": 2, "AGC": 1} and not tally.skipped
+    tally = LabelTally()
+    assert [a.label for a in read_geojson(path, tally)] == ["AGC"]  # no box size: points are skipped ...
+    assert dict(tally.mapped) == {"AGC": 1} and dict(tally.skipped) == {"point without a box size": 3}  # ... said
+    assert "skipped: point without a box size=3" in tally.summary()

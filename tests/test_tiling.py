@@ -199,3 +199,26 @@ def test_cric_fields_import_with_reported_non_targets(shared_data: Path, tmp_pat
     assert report["not_detector_classes"] == {"Negative for intraepithelial lesion": 42}
     boxes = sum(len(json.loads((tmp_path / f"{s}.json").read_text())["annotations"]) for s in ("train", "test"))
     assert boxes == 13
+
+
+def test_chunk_sizes_and_checksums_catch_truncated_and_damaged_patches(two_slides: Path, tmp_path: Path):
+    slide = two_slides / "L0001.tiff"
+    tile_slides([slide], tmp_path, _config("tile.compressor=none"), progress=False)
+    store = tmp_path / "L0001.zarr"
+    plain = PatchStore(store)
+    assert plain.verify() is None
+    with open_slide(slide) as reader:  # uncompressed chunks read back as they were written
+        row = plain.row(0)
+        assert np.array_equal(plain[0], reader.read_region(row["x"], row["y"], 512, 512, mpp=0.25))
+    chunk = store / "patches" / "c.1.0.0.0"
+    data = bytearray(chunk.read_bytes())
+    data[100:200] = bytes(100)  # damaged in place: same size, other bytes
+    chunk.write_bytes(bytes(data))
+    assert verify_store(store) is None  # sizes alone cannot see it ...
+    assert verify_store(store, checksums=True) == "patch 1: chunk checksum mismatch (damaged)"  # ... checksums can
+    with pytest.raises(ValueError, match=r"L0001\.zarr: patch 1 is damaged"):
+        PatchStore(store)[1]
+    chunk.write_bytes(b"")  # a zero-length chunk (a killed writer, a full disk)
+    assert verify_store(store) == f"patch 1: chunk file has 0 of {len(data)} bytes (truncated or damaged)"
+    again = tile_slides([slide], tmp_path, _config("tile.compressor=none"), progress=False)  # resume redoes it
+    assert [o.status for o in again.outcomes] == ["done"] and PatchStore(store).verify() is None

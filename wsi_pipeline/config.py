@@ -23,13 +23,22 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.dataclasses import dataclass
 
 from wsi_pipeline.io import write_text_atomic
 from wsi_pipeline.taxonomy import CLASS_CODES
 
-_STRICT = ConfigDict(extra="forbid")
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 T = TypeVar("T")
 
 
@@ -45,14 +54,28 @@ def _check_range(v: tuple[float, float]) -> tuple[float, float]:
     return v
 
 
-PositiveInt = Annotated[int, Field(gt=0)]
-Count = Annotated[int, Field(ge=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegative = Annotated[float, Field(ge=0)]
-Fraction = Annotated[float, Field(ge=0, le=1)]
-JpegQuality = Annotated[int, Field(ge=1, le=100)]
-Split = Annotated[tuple[float, float, float], AfterValidator(_check_split)]
-Range = Annotated[tuple[float, float], AfterValidator(_check_range)]
+def _not_bool(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise ValueError("expected a number, got a boolean")
+    return v
+
+
+# Numbers: a YAML `true` is not 1, NaN and infinity are refused (allow_inf_nan=False below), and numeric
+# strings still work (`--set train.lr=1e-3`, which YAML reads as a string).
+_Number = BeforeValidator(_not_bool)
+Int = Annotated[int, _Number]
+Float = Annotated[float, _Number]
+PositiveInt = Annotated[int, Field(gt=0), _Number]
+Count = Annotated[int, Field(ge=0), _Number]
+PositiveFloat = Annotated[float, Field(gt=0), _Number]
+NonNegative = Annotated[float, Field(ge=0), _Number]
+Fraction = Annotated[float, Field(ge=0, le=1), _Number]
+JpegQuality = Annotated[int, Field(ge=1, le=100), _Number]
+# microns per pixel: from 100x oil objectives (~0.05) to coarse thumbnails; beyond these, a typo
+MPP_RANGE = (0.01, 100.0)
+Mpp = Annotated[float, Field(ge=MPP_RANGE[0], le=MPP_RANGE[1]), _Number]
+Split = Annotated[tuple[Fraction, Fraction, Fraction], AfterValidator(_check_split)]
+Range = Annotated[tuple[NonNegative, NonNegative], AfterValidator(_check_range)]
 
 
 class ConfigError(ValueError):
@@ -76,20 +99,20 @@ class SynthConfig:
     """Synthetic liquid-based Pap-smear slides ("synthpap"); see ``docs/datasets.md``."""
 
     dataset: str = "synthpap-custom"  # name written into manifests
-    seed: int = 0
+    seed: Int = 0
     labeled_slides: Count = 1  # slides with exported ground truth, split train/val/test by slide
     unlabeled_slides: Count = 0  # slides of other "patients" for the unlabeled pool
     split: Split = (0.7, 0.1, 0.2)  # train/val/test fractions of labeled slides
     width: PositiveInt = 20000  # level-0 pixels
     height: PositiveInt = 20000
-    mpp: PositiveFloat = 0.25  # microns per level-0 pixel
+    mpp: Mpp = 0.25  # microns per level-0 pixel
     tile_size: PositiveInt = 256  # TIFF tile edge (pixels)
     jpeg_quality: JpegQuality = 85
     cells_per_mm2: NonNegative = 160.0  # mean squamous cellularity; varies per slide
     negative_slide_fraction: Fraction = 0.35  # slides without any lesion cell
     lesions_per_mm2: NonNegative = 1.0  # mean lesion density on a positive slide; varies per slide
     min_lesions: Count = 1  # at least this many lesions on a positive slide
-    class_weights: dict[str, float] = field(
+    class_weights: dict[str, NonNegative] = field(
         default_factory=lambda: {"ASC-US": 0.42, "LSIL": 0.3, "HSIL": 0.18, "AGC": 0.1}
     )
     mimics: NonNegative = 1.0  # multiplier on hard mimics: parabasal, metaplastic, degenerated, endocervical
@@ -122,11 +145,11 @@ class SynthConfig:
 class ForegroundConfig:
     """Cell-foreground detection on a thumbnail (``wsi_pipeline.slide.foreground``)."""
 
-    mask_mpp: PositiveFloat = 4.0  # thumbnail resolution, microns per pixel
-    od_threshold: float = 0.06  # optical density above local glass that counts as stained
-    saturation_threshold: float = 0.08
+    mask_mpp: Mpp = 4.0  # thumbnail resolution, microns per pixel
+    od_threshold: NonNegative = 0.06  # optical density above local glass that counts as stained
+    saturation_threshold: Fraction = 0.08
     dilate_um: PositiveFloat = 8.0  # margin added around cells
-    min_object_um2: float = 60.0  # smaller specks are dust
+    min_object_um2: NonNegative = 60.0  # smaller specks are dust
     glass_window_um: PositiveFloat = 200.0  # local glass estimate window (wider than any cell)
 
 
@@ -135,8 +158,19 @@ class LabeledPatchesConfig:
     """``tile --annotations``: labeled patches cut around annotated lesions, COCO per split (by slide)."""
 
     split: Split = (0.7, 0.1, 0.2)
-    seed: int = 0
+    seed: Int = 0
     export: PatchExportConfig = field(default_factory=PatchExportConfig)
+    # explicit annotation file name per slide, e.g. "{slide}-gt.geojson"; None: the whole-token rule
+    # of wsi_pipeline.data.annotation_match
+    annotation_pattern: str | None = None
+    point_box_um: PositiveFloat = 30.0  # a Point annotation (a cell's centre) becomes a box this wide
+
+    @field_validator("annotation_pattern")
+    @classmethod
+    def _has_slide(cls, v: str | None) -> str | None:
+        if v is not None and "{slide}" not in v:
+            raise ValueError("must contain {slide}, e.g. {slide}-gt.geojson")
+        return v
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -148,7 +182,7 @@ class TileConfig:
     """
 
     patch_size: PositiveInt = 1200  # pixels at target_mpp
-    target_mpp: PositiveFloat = 0.25
+    target_mpp: Mpp = 0.25
     overlap: Count = 0  # pixels (at target_mpp) shared by neighbouring patches
     edge: Literal["flush", "pad", "drop"] = "flush"  # last row/column: flush with the edge, padded, dropped
     min_foreground: Fraction = 0.01  # keep patches whose cell-foreground fraction is at least this
@@ -181,7 +215,7 @@ class AugmentConfig:
     brightness: Fraction = 0.15
     contrast: Fraction = 0.15
     saturation: Fraction = 0.15
-    hue: Annotated[float, Field(ge=0, le=0.5)] = 0.02
+    hue: Annotated[float, Field(ge=0, le=0.5), _Number] = 0.02
     blur: Fraction = 0.0  # probability of a mild Gaussian blur (focus variation)
 
 
@@ -201,10 +235,16 @@ class ModelConfig:
     backbone: Literal["resnet50", "resnet101", "resnet18", "tiny"] = "resnet50"
     norm: Literal["group", "batch", "frozen_batch"] = "group"
     backbone_weights: str | None = None  # local torchvision-format ResNet state dict; never downloaded
-    mpp: PositiveFloat = 0.25  # resolution the network works at (microns per pixel)
-    input_mpp: PositiveFloat = 0.25  # resolution of the images it is given; resampled by input_mpp / mpp
-    anchor_sizes_um: tuple[float, float, float, float, float] = (8.0, 16.0, 32.0, 64.0, 128.0)  # per FPN level
-    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    mpp: Mpp = 0.25  # resolution the network works at (microns per pixel)
+    input_mpp: Mpp = 0.25  # resolution of the images it is given; resampled by input_mpp / mpp
+    anchor_sizes_um: tuple[PositiveFloat, PositiveFloat, PositiveFloat, PositiveFloat, PositiveFloat] = (
+        8.0,
+        16.0,
+        32.0,
+        64.0,
+        128.0,
+    )  # per FPN level
+    aspect_ratios: tuple[PositiveFloat, ...] = (0.5, 1.0, 2.0)
     fpn_channels: PositiveInt = 256
     box_score_thresh: Fraction = 0.05
     box_nms_thresh: Fraction = 0.5
@@ -232,7 +272,7 @@ class TrainConfig:
     weight_decay: NonNegative = 1e-4
     warmup_iters: Count = 500
     warmup_factor: Fraction = 0.001
-    lr_steps: tuple[int, ...] = (40000, 80000)
+    lr_steps: tuple[Count, ...] = (40000, 80000)
     lr_gamma: PositiveFloat = 0.1
     clip_grad_norm: NonNegative = 10.0  # 0 disables
     amp: bool = True  # CUDA only
@@ -240,9 +280,9 @@ class TrainConfig:
     checkpoint_every: PositiveInt = 2000
     eval_every: PositiveInt = 2000
     log_every: PositiveInt = 20
-    seed: int = 0
+    seed: Int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
-    labeled_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0  # share of labeled *slides* used
+    labeled_fraction: Annotated[float, Field(gt=0, le=1), _Number] = 1.0  # share of labeled *slides* used
     crop_size: PositiveInt | None = None  # train on random crops of this many input pixels (None: whole patches)
     crop_min_visible: Fraction = 0.5  # a lesion cut by the crop stays a target when this fraction is inside
     augment: AugmentConfig = field(default_factory=AugmentConfig)

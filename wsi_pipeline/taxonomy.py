@@ -164,11 +164,21 @@ def lesion_class(code: str) -> LesionClass:
 
 @dataclass
 class LabelTally:
-    """Counts what an import mapped, what it skipped as non-target, and what it did not recognise."""
+    """Counts what an import used (``mapped``: lesions that became boxes), what it skipped as non-target
+    (``other``), what it did not recognise (``unknown``), and lesions it could not use (``skipped``, by
+    reason: a Point without a box size, a feature outside the image, ...)."""
 
     mapped: Counter[str] = field(default_factory=Counter)
     other: Counter[str] = field(default_factory=Counter)
     unknown: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def unmap(self, code: str, reason: str, n: int = 1) -> None:
+        """``n`` lesions of class ``code`` counted as mapped were not used after all, for ``reason``."""
+        self.mapped[code] -= n
+        if self.mapped[code] <= 0:
+            del self.mapped[code]
+        self.skipped[reason] += n
 
     def resolve(self, name: str) -> LesionClass | None:
         match = resolve_label(name)
@@ -186,4 +196,5 @@ class LabelTally:
         def fmt(counter: Counter[str]) -> str:
             return ", ".join(f"{k}={v}" for k, v in sorted(counter.items())) or "none"
 
-        return f"mapped {fmt(self.mapped)}; not detector classes: {fmt(self.other)}; unknown: {fmt(self.unknown)}"
+        line = f"mapped {fmt(self.mapped)}; not detector classes: {fmt(self.other)}; unknown: {fmt(self.unknown)}"
+        return line + (f"; skipped: {fmt(self.skipped)}" if self.skipped else "")

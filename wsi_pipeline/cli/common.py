@@ -30,6 +30,28 @@ def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def _check_mpp(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """``--mpp`` obeys the config's rule for resolutions: finite, within MPP_RANGE."""
+    from wsi_pipeline.config import MPP_RANGE
+
+    if value is None:
+        return None
+    low, high = MPP_RANGE
+    if not low <= value <= high:  # also false for NaN
+        raise click.BadParameter(f"{value:g} is not a resolution (microns per pixel between {low:g} and {high:g})")
+    return value
+
+
+def mpp_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--mpp``: microns per pixel for slides/images whose metadata lacks it (overrides metadata)."""
+    return click.option(
+        "--mpp",
+        type=float,
+        callback=_check_mpp,
+        help="Microns per pixel for slides whose metadata lacks it (overrides metadata).",
+    )(func)
+
+
 def load_cli_config(config_path: str | None, overrides: tuple[str, ...]) -> Any:
     from wsi_pipeline.config import ConfigError, load_config
 

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import click
 
-from wsi_pipeline.cli.common import config_options, fail_cleanly, load_cli_config, log, progress_enabled
+from wsi_pipeline.cli.common import config_options, fail_cleanly, load_cli_config, log, mpp_option, progress_enabled
 
 
 @click.command("tile")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @config_options
-@click.option("--mpp", type=float, help="Microns per pixel for slides whose metadata lacks it (overrides metadata).")
+@mpp_option
 @click.option(
     "--coords-only", is_flag=True, help="Store only the patch table; later stages read pixels from the slide."
 )
@@ -30,6 +30,13 @@ from wsi_pipeline.cli.common import config_options, fail_cleanly, load_cli_confi
     help="threads, processes, sync, or a dask.distributed scheduler address (tcp://host:8786).",
 )
 @click.option("--workers", type=int, default=0, show_default=True, help="Local workers (0 = all cores).")
+@click.option(
+    "--annotation-pattern",
+    metavar="PATTERN",
+    help="With --annotations: each slide's file is named exactly so, e.g. '{slide}-gt.geojson' "
+    "(default: the file that names the slide as a whole token).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace stores in --out that were made from other slide files.")
 @fail_cleanly
 def tile(
     inputs: tuple[str, ...],
@@ -41,6 +48,8 @@ def tile(
     annotations: Path | None,
     scheduler: str,
     workers: int,
+    annotation_pattern: str | None,
+    overwrite: bool,
 ) -> None:
     """Tile slides (files, folders, or list files) into per-slide patch stores.
 
@@ -52,6 +61,9 @@ def tile(
     """
     if coords_only:
         overrides = (*overrides, "tile.coords_only=true")
+    if annotation_pattern is not None:
+        quoted = annotation_pattern.replace("'", "''")
+        overrides = (*overrides, f"tile.labels.annotation_pattern='{quoted}'")
     config = load_cli_config(config_path, overrides)
     if annotations is not None:
         from wsi_pipeline.tiling.labeled import cut_labeled_dataset
@@ -64,7 +76,14 @@ def tile(
     from wsi_pipeline.tiling.batch import summary_table, tile_slides
 
     result = tile_slides(
-        inputs, out, config, mpp=mpp, scheduler=scheduler, workers=workers, progress=progress_enabled()
+        inputs,
+        out,
+        config,
+        mpp=mpp,
+        scheduler=scheduler,
+        workers=workers,
+        progress=progress_enabled(),
+        overwrite=overwrite,
     )
     click.echo(summary_table(result.outcomes))
     log.info("summary written to %s", out / "summary.tsv")

@@ -151,8 +151,9 @@ class CocoPatchDataset(_BoxDataset):
 
 
 class GeoJsonImageDataset(_BoxDataset):
-    """Labeled images with QuPath (or third-party) GeoJSON next to them: ``<name>.<ext>`` and the one
-    GeoJSON whose name contains ``<name>`` (``cric-<name>-gt.geojson``). Boxes are the annotations'
+    """Labeled images with QuPath (or third-party) GeoJSON next to them: ``<name>.<ext>`` and the GeoJSON
+    that names ``<name>`` as a whole token (``cric-<name>-gt.geojson``; or ``pattern``, e.g.
+    ``"{slide}-gt.geojson"``; :mod:`wsi_pipeline.data.annotation_match`). Boxes are the annotations'
     bounding boxes in image pixels; labels go through the taxonomy and the rest is counted in
     ``self.tally``. For training on whole fields without cutting patches first."""
 
@@ -163,7 +164,9 @@ class GeoJsonImageDataset(_BoxDataset):
         seed: int = 0,
         crop_size: int | None = None,
         crop_min_visible: float = 0.5,
+        pattern: str | None = None,
     ):
+        from wsi_pipeline.data.annotation_match import pair_annotations
         from wsi_pipeline.data.geojson_io import read_geojson
         from wsi_pipeline.slide.open import IMAGE_SUFFIXES
         from wsi_pipeline.taxonomy import BY_CODE
@@ -172,14 +175,15 @@ class GeoJsonImageDataset(_BoxDataset):
         images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
             raise ValueError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
-        geojsons = sorted(folder.glob("*.geojson"))
+        pairing = pair_annotations([image.stem for image in images], folder, pattern)
+        if pairing.problems:
+            stem, reason = next(iter(pairing.problems.items()))
+            image = next(i for i in images if i.stem == stem)
+            raise ValueError(f"{image}: {reason}")
         self.tally = LabelTally()
         self.items: list[tuple[Path, np.ndarray, np.ndarray]] = []
         for image in images:
-            match = [g for g in geojsons if image.stem in g.stem]
-            if len(match) != 1:
-                raise ValueError(f"{image}: expected one GeoJSON named after it in {folder}, found {len(match)}")
-            anns = read_geojson(match[0], self.tally)
+            anns = read_geojson(pairing.files[image.stem], self.tally)
             boxes = np.array([a.box.xyxy for a in anns], np.float32).reshape(-1, 4)
             labels = np.array([BY_CODE[a.label].id for a in anns], np.int64)
             self.items.append((image, boxes, labels))

@@ -8,7 +8,9 @@ the slide id, mpp and coordinate frame.
 
 from __future__ import annotations
 
+import gzip
 import json
+import math
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -68,20 +70,26 @@ def _label_of(props: dict[str, Any]) -> str | None:
     return None
 
 
-def read_geojson(path: str | Path, tally: LabelTally | None = None) -> list[Annotation]:
-    """Lesion annotations (bounding boxes of any geometry) from a GeoJSON file.
+def read_geojson(path: str | Path, tally: LabelTally | None = None, point_box: float | None = None) -> list[Annotation]:
+    """Lesion annotations (bounding boxes of any geometry) from a GeoJSON file (``.geojson.gz`` too).
 
     Labels come from ``classification.name`` (QuPath) or ``label``/``name`` (other tools) and are
     mapped through the taxonomy; non-target and unknown labels are counted in ``tally`` and skipped.
-    A detection confidence (``score``/``confidence``/``probability``, also as a QuPath measurement) is
-    kept in ``properties["score"]``.
-    Raises ``ValueError`` naming the file when it is not GeoJSON.
+    A ``Point`` (a cell's centre) becomes a square box ``point_box`` pixels wide centred on it, each point of
+    a ``MultiPoint`` its own box; without ``point_box`` points are skipped and counted
+    (``tally.skipped``), so ``tally.mapped`` counts exactly the boxes returned. A detection confidence
+    (``score``/``confidence``/``probability``, also as a QuPath measurement) is kept in
+    ``properties["score"]``. Raises ``ValueError`` naming the file when it is not GeoJSON.
     """
     path = Path(path)
     tally = tally if tally is not None else LabelTally()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        if path.name.lower().endswith(".gz"):
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                data = json.load(fh)
+        else:
+            data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: not a readable GeoJSON file ({err})") from None
     if isinstance(data, dict) and data.get("type") == "FeatureCollection":
         features = data.get("features", [])
@@ -93,7 +101,7 @@ def read_geojson(path: str | Path, tally: LabelTally | None = None) -> list[Anno
         raise ValueError(f"{path}: expected a GeoJSON FeatureCollection, Feature or list of features")
     out: list[Annotation] = []
     for i, feat in enumerate(features):
-        props = feat.get("properties") or {}
+        props = (feat.get("properties") if isinstance(feat, dict) else None) or {}
         label = _label_of(props)
         if label is None:
             tally.unknown["<unlabeled>"] += 1
@@ -102,15 +110,37 @@ def read_geojson(path: str | Path, tally: LabelTally | None = None) -> list[Anno
         if lesion is None:
             continue
         try:
-            x0, y0, x1, y1 = shape(feat["geometry"]).bounds
+            geometry = shape(feat["geometry"])
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise ValueError(f"{path}: feature {i} has no valid geometry ({err})") from None
+        lesions = len(geometry.geoms) if geometry.geom_type == "MultiPoint" else 1  # each point is a lesion
+        tally.mapped[lesion.code] += lesions - 1
+        boxes, reason = _boxes_of(geometry, point_box)
+        if not boxes:
+            tally.unmap(lesion.code, reason, lesions)
+            continue
         extra: dict[str, Any] = {"source_label": label}
         score = _score_of(props)
         if score is not None:
             extra["score"] = score
-        out.append(Annotation(Box(x0, y0, x1, y1), lesion.code, extra))
+        out += [Annotation(box, lesion.code, extra) for box in boxes]
     return out
+
+
+def _boxes_of(geometry: Any, point_box: float | None) -> tuple[list[Box], str]:
+    """The boxes a geometry stands for, or none and the reason."""
+    if geometry.is_empty:
+        return [], "empty geometry"
+    if geometry.geom_type in ("Point", "MultiPoint"):
+        if point_box is None:
+            return [], "point without a box size"
+        points = [geometry] if geometry.geom_type == "Point" else list(geometry.geoms)
+        half = point_box / 2
+        return [Box(p.x - half, p.y - half, p.x + half, p.y + half) for p in points], ""
+    x0, y0, x1, y1 = geometry.bounds
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+        return [], "non-finite coordinates"
+    return [Box(x0, y0, x1, y1)], ""
 
 
 def _score_of(props: dict[str, Any]) -> float | None:

@@ -86,3 +86,12 @@ def _dicom_id(path: Path) -> str:
     """A DICOM series is named after its folder, unless the folder also holds other slides."""
     others = [p for p in path.parent.iterdir() if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES]
     return path.parent.name if all(p.suffix.lower() == ".dcm" for p in others) else slide_name(path)
+
+
+def name_clashes(paths: Sequence[Path], ids: Sequence[str]) -> dict[str, list[Path]]:
+    """Ids that :func:`slide_ids` could not make unique (``A.svs`` and ``A.tiff`` in one folder), with
+    their files: such slides would write the same outputs, so callers refuse them before any work."""
+    by_id: dict[str, list[Path]] = {}
+    for path, sid in zip(paths, ids, strict=True):
+        by_id.setdefault(sid, []).append(path)
+    return {sid: files for sid, files in by_id.items() if len(files) > 1}

@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from wsi_pipeline.config import PipelineConfig, save_config
-from wsi_pipeline.data.patch_store import slide_fingerprint, verify_store
+from wsi_pipeline.data.patch_store import slide_fingerprint, stored_slide, verify_store
 from wsi_pipeline.io import write_json_atomic, write_text_atomic
 from wsi_pipeline.runner import Failure, TaskRunner
-from wsi_pipeline.slide.discover import discover_slides, slide_ids
+from wsi_pipeline.slide.discover import discover_slides, name_clashes, slide_ids
 from wsi_pipeline.slide.reader import slide_name
 from wsi_pipeline.tiling.slide_job import (
     SlideJob,
@@ -61,8 +63,12 @@ def tile_slides(
     scheduler: str = "threads",
     workers: int = 0,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> BatchResult:
-    """Tile every slide of ``inputs`` into ``out``; finished slides are skipped, failures reported."""
+    """Tile every slide of ``inputs`` into ``out``; finished slides are skipped, failures reported.
+
+    Refused before any work, each with its reason: slides whose names clash (``A.svs`` and ``A.tiff``),
+    and, unless ``overwrite``, slides whose store in ``out`` was made from another file."""
     cfg = config.tile
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -73,12 +79,28 @@ def tile_slides(
         result.outcomes.append(SlideOutcome(slide_name(name), name, "failed", reason=reason))
     config_hash = tile_config_hash(cfg, mpp)
     jobs: list[SlideJob] = []
-    for path, sid in zip(paths, slide_ids(paths), strict=True):
+    ids = slide_ids(paths)
+    clashes = name_clashes(paths, ids)
+    for path, sid in zip(paths, ids, strict=True):
         job = SlideJob(str(path), sid, str(out), cfg, mpp, config_hash)
+        if sid in clashes:
+            files = " and ".join(p.name for p in clashes[sid])
+            reason = f"{files} are both named {sid} and would write one store: rename one, or use separate --out"
+            result.outcomes.append(SlideOutcome(sid, str(path), "failed", reason=reason))
+            continue
         try:
-            reason = verify_store(job.final_store, config_hash, slide_fingerprint(path))
+            fingerprint = slide_fingerprint(path)
+            reason = verify_store(job.final_store, config_hash, fingerprint)
         except OSError as err:
             result.outcomes.append(SlideOutcome(sid, str(path), "failed", reason=f"{path}: {err.strerror}"))
+            continue
+        owner = stored_slide(job.final_store)
+        if owner is not None and owner.get("fingerprint") != fingerprint and not overwrite:
+            reason = (
+                f"{job.final_store} holds patches of another file ({owner.get('path')}); "
+                "pass --overwrite to replace it, or choose another --out"
+            )
+            result.outcomes.append(SlideOutcome(sid, str(path), "failed", reason=reason))
             continue
         if reason is None:
             attrs = _store_summary(job.final_store)
@@ -122,7 +144,7 @@ def tile_slides(
             _fail(result, plan.job, failure)
             continue
         try:
-            row = finalize_slide(plan, sum(results), plan.seconds + elapsed)
+            row = finalize_slide(plan, [r for r in results if isinstance(r, np.ndarray)], plan.seconds + elapsed)
         except Exception as err:
             _fail(result, plan.job, Failure(str(err)))
             continue

@@ -5,9 +5,11 @@ truth, or a third-party file such as the CRIC fields) become 1200 x 1200 patches
 around every lesion, plus sampled lesion-free negatives, split train/val/test **by slide**. Labels are
 mapped through the taxonomy; labels outside the four classes are counted and reported.
 
-Each slide's annotation file is ``<slide_id>.geojson`` in the annotations folder, or the one GeoJSON
-whose name contains the slide id (``cric-<id>-gt.geojson``). Plain images (PNG/JPEG/WebP) are accepted
-as slides; they need ``--mpp``.
+Each slide's annotation file is the GeoJSON that names the slide as a whole token (``<id>.geojson``,
+``cric-<id>-gt.geojson``; :mod:`wsi_pipeline.data.annotation_match`) or, with
+``tile.labels.annotation_pattern``, the file named exactly so. Slides are paired before any work; a slide
+with no or several candidate files fails with the reason. Plain images (PNG/JPEG/WebP) are accepted as
+slides; they need ``--mpp``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tqdm import tqdm
 
 from wsi_pipeline import __version__
 from wsi_pipeline.config import PipelineConfig, config_to_dict, save_config
+from wsi_pipeline.data.annotation_match import pair_annotations
 from wsi_pipeline.data.coco import CocoBuilder
 from wsi_pipeline.data.geojson_io import read_geojson
 from wsi_pipeline.data.labeled_patches import FrameReader, cut_labeled_patches
@@ -56,21 +59,6 @@ class LabeledResult:
         return "\n".join(lines)
 
 
-def find_annotation(annotations: Path, slide_id: str) -> Path:
-    """The GeoJSON for ``slide_id``: ``annotations`` itself if it is a file, else a match in the folder."""
-    if annotations.is_file():
-        return annotations
-    exact = annotations / f"{slide_id}.geojson"
-    if exact.is_file():
-        return exact
-    hits = sorted(p for p in annotations.rglob("*.geojson") if slide_id in p.stem)
-    if len(hits) == 1:
-        return hits[0]
-    if not hits:
-        raise ValueError(f"{slide_id}: no GeoJSON named after it in {annotations}")
-    raise ValueError(f"{slide_id}: several GeoJSON files match in {annotations}: {', '.join(p.name for p in hits)}")
-
-
 def cut_labeled_dataset(
     inputs: Sequence[str | Path],
     annotations: str | Path,
@@ -88,13 +76,22 @@ def cut_labeled_dataset(
     paths, problems = discover_slides(inputs, suffixes=SLIDE_SUFFIXES + IMAGE_SUFFIXES)
     result.failures += [(slide_name(name), reason) for name, reason in problems]
     ids = slide_ids(paths)
+    pairing = pair_annotations(ids, annotations, cfg.labels.annotation_pattern)
+    for f in pairing.unused:
+        log.warning("%s: names none of the slides given; not used", f)
     roles = assign_splits(len(paths), cfg.labels.split, cfg.labels.seed)
     builders = {s: CocoBuilder(info=_info(config, s)) for s in SPLITS}
     for k, (path, sid, role) in enumerate(
         tqdm(list(zip(paths, ids, roles, strict=True)), desc="labeled", unit="slide", disable=not progress)
     ):
+        if sid in pairing.problems:
+            log.error("%s: %s", sid, pairing.problems[sid])
+            result.failures.append((sid, pairing.problems[sid]))
+            continue
         try:
-            records, mpp_used, scale = _slide_patches(path, sid, annotations, config, mpp, role, out, result.tally, k)
+            records, mpp_used, scale = _slide_patches(
+                path, sid, pairing.files[sid], config, mpp, role, out, result.tally, k
+            )
         except Exception as err:
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             log.error("%s: %s", sid, reason)
@@ -122,6 +119,7 @@ def cut_labeled_dataset(
             "mapped": dict(result.tally.mapped),
             "not_detector_classes": dict(result.tally.other),
             "unknown": dict(result.tally.unknown),
+            "skipped": dict(result.tally.skipped),
             "splits": result.per_split,
             "failures": [{"slide_id": s, "reason": r} for s, r in result.failures],
         },
@@ -132,7 +130,7 @@ def cut_labeled_dataset(
 def _slide_patches(
     path: Path,
     sid: str,
-    annotations: Path,
+    ann_path: Path,
     config: PipelineConfig,
     mpp: float | None,
     role: str,
@@ -141,9 +139,14 @@ def _slide_patches(
     index: int,
 ) -> tuple[list[Any], float, float]:
     cfg = config.tile
-    ann_path = find_annotation(annotations, sid)
-    level0 = read_geojson(ann_path, tally)
     with open_slide(path, cfg.backend if path.suffix.lower() not in IMAGE_SUFFIXES else "auto", mpp) as reader:
+        slide_mpp = reader.require_mpp()
+        level0 = inside_image(
+            read_geojson(ann_path, tally, point_box=cfg.labels.point_box_um / slide_mpp),
+            reader.info.width,
+            reader.info.height,
+            tally,
+        )
         frame = FrameReader(reader, cfg.target_mpp)
         in_frame = [
             Annotation(
@@ -155,7 +158,21 @@ def _slide_patches(
         ]
         rng = np.random.default_rng([cfg.labels.seed, index, 99])
         records = cut_labeled_patches(frame, sid, frame.size, in_frame, cfg.labels.export, rng, out / role)
-        return records, reader.require_mpp(), frame.scale
+        return records, slide_mpp, frame.scale
+
+
+def inside_image(annotations: list[Annotation], width: float, height: float, tally: LabelTally) -> list[Annotation]:
+    """Annotations clipped to the image ``[0, width) x [0, height)`` (level-0 pixels); those wholly
+    outside are dropped and counted in ``tally.skipped``."""
+    image = Box(0, 0, width, height)
+    kept = []
+    for a in annotations:
+        inside = a.box.intersect(image)
+        if inside is None:
+            tally.unmap(a.label, "outside the image")
+        else:
+            kept.append(Annotation(inside, a.label, a.properties))
+    return kept
 
 
 def _info(config: PipelineConfig, split: str) -> dict[str, Any]:

@@ -26,7 +26,15 @@ from PIL import Image
 
 from wsi_pipeline import __version__
 from wsi_pipeline.config import TileConfig, config_to_dict
-from wsi_pipeline.data.patch_store import create_store, mark_complete, slide_fingerprint, write_patches
+from wsi_pipeline.data.patch_store import (
+    create_store,
+    fsync_dir,
+    make_durable,
+    mark_complete,
+    record_chunks,
+    slide_fingerprint,
+    write_patches,
+)
 from wsi_pipeline.io import atomic_path
 from wsi_pipeline.slide import SlideReader, open_slide
 from wsi_pipeline.slide.foreground import foreground_mask, qc_overlay, region_fractions
@@ -184,8 +192,9 @@ def write_qc(qc: QcJob) -> int:
     return 0
 
 
-def write_block(plan: TilePlan, indices: np.ndarray) -> int:
-    """Read the block's bounding region once at the target mpp, cut its patches, store them."""
+def write_block(plan: TilePlan, indices: np.ndarray) -> np.ndarray:
+    """Read the block's bounding region once at the target mpp, cut its patches, store them; returns their
+    ``[index, chunk bytes, CRC-32]`` records."""
     job, p = plan.job, plan.job.cfg.patch_size
     reader = cached_reader(job.path, job.cfg.backend, job.mpp_override)
     xs, ys = plan.x_t[indices], plan.y_t[indices]
@@ -193,18 +202,19 @@ def write_block(plan: TilePlan, indices: np.ndarray) -> int:
     width, height = int(xs.max()) - ux + p, int(ys.max()) - uy + p
     region = reader.read_region(ux * plan.scale, uy * plan.scale, width, height, mpp=job.cfg.target_mpp)
     patches = [region[y - uy : y - uy + p, x - ux : x - ux + p] for x, y in zip(xs, ys, strict=True)]
-    write_patches(job.tmp_store, indices, patches, job.cfg.compressor)
-    return len(indices)
+    return write_patches(job.tmp_store, indices, patches, job.cfg.compressor)
 
 
-def finalize_slide(plan: TilePlan, written: int, seconds: float) -> dict[str, Any]:
-    """Mark the store complete and move it into place; returns the slide's summary row."""
+def finalize_slide(plan: TilePlan, written: list[np.ndarray], seconds: float) -> dict[str, Any]:
+    """Record the blocks' chunk sizes and checksums, mark the store complete, make it durable and move it
+    into place; returns the slide's summary row."""
     job = plan.job
-    expected = 0 if job.cfg.coords_only else plan.n_patches
-    if written != expected:
-        raise RuntimeError(f"{written} of {expected} patches written")
+    if not job.cfg.coords_only:
+        record_chunks(job.tmp_store, written)
     mark_complete(job.tmp_store, {"seconds": round(seconds, 3)})
+    make_durable(job.tmp_store)
     if job.final_store.exists():
         shutil.rmtree(job.final_store)
     job.tmp_store.rename(job.final_store)
+    fsync_dir(job.final_store.parent)
     return {"patches": plan.n_patches, "backend": plan.backend, "mpp": plan.mpp}
