@@ -8,32 +8,97 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
+import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+STALE_AFTER_S = 24 * 3600  # a temporary of another host is taken as abandoned after this long
+_OWNER = re.compile(r"^\.tmp-.*~(?P<host>[^~]+)~(?P<pid>\d+)~")
+
+
+def _owner_tag() -> str:
+    """``~host~pid~``: temporaries say who writes them, so a later run removes only dead writers' files."""
+    host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:40] or "host"
+    return f"~{host}~{os.getpid()}~"
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
 
-    The temporary name keeps the final suffix (libraries that pick a format from the suffix work)
-    and starts with ``.tmp-`` so that half-written files are easy to recognise and clean.
+    The temporary name keeps the final suffix (libraries that pick a format from the suffix work),
+    starts with ``.tmp-`` and carries the writer's host and process id (:func:`remove_stale_temporaries`).
+    Errors name ``path``, not the temporary.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{final.stem}-", suffix=final.suffix, dir=final.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".tmp-{final.stem}{_owner_tag()}", suffix=final.suffix, dir=final.parent
+        )
+    except OSError as err:
+        raise OSError(f"{final}: cannot write ({err.strerror or err})") from None
     os.close(fd)
     tmp = Path(tmp_name)
     tmp.chmod(0o666 & ~_umask())  # mkstemp creates 0600; outputs get the usual permissions
     try:
         yield tmp
         tmp.replace(final)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if str(tmp) in (str(err.filename), str(err.filename2)):
+            raise OSError(f"{final}: cannot write ({err.strerror or err})") from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str], max_age_s: float = STALE_AFTER_S) -> list[Path]:
+    """Remove ``.tmp-*`` files and folders in ``folder`` left by writers that are provably dead: written on
+    this host by a process that no longer exists, or (any host) untouched for ``max_age_s``. Live work of
+    a concurrent run or a Dask worker elsewhere is never touched. Returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    host = _owner_tag().split("~")[1]
+    removed = []
+    for entry in folder.glob(".tmp-*"):
+        match = _OWNER.match(entry.name)
+        try:  # a store being filled changes its patches/ folder, not its own entry
+            touched = max(p.lstat().st_mtime for p in (entry, entry / "patches") if p.exists())
+        except (FileNotFoundError, ValueError):
+            continue
+        age = time.time() - touched
+        dead_here = match is not None and match["host"] == host and not _alive(int(match["pid"]))
+        if dead_here or age > max_age_s:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    if removed:
+        log.info("%s: removed %d temporary file(s) of interrupted runs", folder, len(removed))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _umask() -> int:

@@ -2,6 +2,7 @@
 own prototypes into a MemoryBank inside a DDP-wrapped module that does *not* broadcast buffers, so only the
 explicit gather can make the banks agree. Writes rank<r>.pt with the bank after two steps."""
 
+import os
 import sys
 
 import torch
@@ -37,7 +38,8 @@ def main() -> None:
     torch.save(
         {"vectors": bank.vectors, "labels": bank.labels, "pointer": bank.pointer}, f"{sys.argv[1]}/rank{rank}.pt"
     )
-    dist.destroy_process_group()
+    dist.barrier()
+    os._exit(0)  # as wsi_pipeline.cli.main.main: a normal exit after DDP on gloo aborts now and then
 
 
 if __name__ == "__main__":

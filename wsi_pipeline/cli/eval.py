@@ -41,8 +41,14 @@ from wsi_pipeline.cli.common import fail_cleanly, log, progress_enabled
     help="Write the full report (per class, per IoU, confusion) as JSON.",
 )
 @click.option(
+    "--missing-as-empty",
+    is_flag=True,
+    help="Whole slides: count ground-truth slides without a prediction file as slides with no detection "
+    "(default: refuse, naming them).",
+)
+@click.option(
     "--max-dets",
-    type=int,
+    type=click.IntRange(min=1),
     default=100,
     show_default=True,
     help="Detections kept per patch (COCO's 100); whole slides are never capped.",
@@ -55,6 +61,7 @@ def eval_cmd(
     save_pred: Path | None,
     device: str,
     out_path: Path | None,
+    missing_as_empty: bool,
     max_dets: int,
 ) -> None:
     """Evaluate detections the paper's way: mean AP over IoU 0.10, 0.15, ..., 0.70 per lesion class.
@@ -85,7 +92,7 @@ def eval_cmd(
             log.info("predictions written to %s", save_pred)
     else:
         assert pred_path is not None
-        report = evaluate_saved(gt_path, pred_path, max_dets)
+        report = evaluate_saved(gt_path, pred_path, max_dets, missing_as_empty)
     click.echo(format_report(report))
     if out_path is not None:
         write_json_atomic(out_path, report)

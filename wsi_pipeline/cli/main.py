@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import sys
 
 import click
 
@@ -52,4 +54,19 @@ def cli(verbose: int, quiet: bool) -> None:
 
 
 def main() -> None:
-    cli(prog_name="wsi-pipeline")
+    """The console entry point. Under torchrun (``WORLD_SIZE`` > 1) the process ends with ``os._exit`` once
+    the command has finished and flushed its output: with gloo, a normal interpreter exit after DDP aborts
+    in about one run in six ("terminate called without an active exception", pytorch/pytorch#190489),
+    which torchrun would report as a failed run after the work is done and saved."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        cli(prog_name="wsi-pipeline")
+        return
+    code = 0
+    try:
+        cli(prog_name="wsi-pipeline")
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -3,8 +3,9 @@ unlabeled images), moved to the device as one value."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -37,3 +38,26 @@ def detection_collate(batch: list[tuple[Tensor, dict[str, Any]]]) -> TrainBatch:
     """A :class:`TrainBatch` of labeled ``(image, target)`` items (detection models take variable-size lists)."""
     images, targets = zip(*batch, strict=True)
     return TrainBatch(list(images), list(targets))
+
+
+T = TypeVar("T")
+
+
+def original_errors(batches: Iterable[T]) -> Iterator[T]:
+    """``batches`` of a DataLoader, with a worker's exception re-raised as its original one-line message
+    (the file and the problem), not "Caught ValueError in DataLoader worker process 0" and a traceback."""
+    iterator = iter(batches)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except Exception as err:
+            text = str(err)
+            if "Original Traceback" not in text:
+                raise
+            last = [line for line in text.strip().splitlines() if line.strip()][-1]
+            name = type(err).__name__
+            message = last.split(": ", 1)[1] if last.startswith(f"{name}: ") else last
+            raise type(err)(message) from None
+        yield batch

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,8 @@ from wsi_pipeline.data.labeled_patches import PatchRecord
 from wsi_pipeline.data.patches import PatchLabel
 from wsi_pipeline.io import write_json_atomic
 from wsi_pipeline.taxonomy import BY_CODE, LESION_CLASSES, LabelTally
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,7 @@ class CocoFile:
     annotations: dict[int, list[dict[str, Any]]]
     categories: dict[int, int | None]
     labels: str
+    dropped: int = 0  # annotations with an invalid bbox, left out (and warned about)
 
     def lesion_id(self, annotation: dict[str, Any]) -> int | None:
         return self.categories.get(int(annotation["category_id"]))
@@ -55,9 +60,30 @@ def read_coco(path: str | Path) -> CocoFile:
     categories = lesion_categories(data["categories"], tally)
     images = list(data["images"])
     by_image: dict[int, list[dict[str, Any]]] = {int(img["id"]): [] for img in images}
-    for ann in data["annotations"]:
+    invalid = []
+    for k, ann in enumerate(data["annotations"]):
+        if not _valid_bbox(ann.get("bbox")):
+            invalid.append(ann.get("id", f"#{k}"))
+            continue
         by_image.setdefault(int(ann["image_id"]), []).append(ann)
-    return CocoFile(path, dict(data.get("info") or {}), images, by_image, categories, tally.summary())
+    if invalid:
+        log.warning(
+            "%s: %d annotation(s) dropped: a bbox that is not 4 finite numbers with positive width and height "
+            "(first: id %s)",
+            path,
+            len(invalid),
+            invalid[0],
+        )
+    return CocoFile(path, dict(data.get("info") or {}), images, by_image, categories, tally.summary(), len(invalid))
+
+
+def _valid_bbox(bbox: Any) -> bool:
+    """``[x, y, w, h]``: four finite numbers, ``w`` and ``h`` positive."""
+    if not isinstance(bbox, list | tuple) or len(bbox) != 4:
+        return False
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in bbox):
+        return False
+    return bbox[2] > 0 and bbox[3] > 0
 
 
 def coco_categories() -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from wsi_pipeline.config import PipelineConfig, config_to_dict, save_config
-from wsi_pipeline.data.batch import detection_collate
+from wsi_pipeline.data.batch import detection_collate, original_errors
 from wsi_pipeline.data.datasets import CocoPatchDataset
 from wsi_pipeline.device import select_device
 from wsi_pipeline.distributed import DistInfo, cleanup, init_distributed
@@ -29,6 +29,7 @@ from wsi_pipeline.engine.predict import coco_ground_truth, predict_patches
 from wsi_pipeline.engine.schedule import BatchSchedule
 from wsi_pipeline.engine.trainer import Trainer
 from wsi_pipeline.evaluation.detection import evaluate
+from wsi_pipeline.io import remove_stale_temporaries
 from wsi_pipeline.methods import build_method, method_class
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def make_loader(dataset: Any, schedule: BatchSchedule, start: int, workers: int)
         persistent_workers=workers > 0,
         generator=torch.Generator().manual_seed(schedule.seed),
     )
-    return iter(loader)
+    return original_errors(loader)
 
 
 @dataclass
@@ -98,6 +99,10 @@ def build_train_set(config: PipelineConfig) -> CocoPatchDataset:
     if subset is not None:
         train_set = train_set.only_slides(subset)
     log.info("training on %d patches from %d slides", len(train_set), len(train_set.slide_ids()))
+    if not any(train_set.annotations.values()):
+        log.warning(
+            "%s: the training patches hold no lesion annotation: the detector learns background only", train_set.path
+        )
     return train_set
 
 
@@ -155,6 +160,8 @@ def _resume_state(config: PipelineConfig, out: Path, resume: bool) -> dict[str, 
     last = out / "checkpoints" / "last.pt"
     if last.exists() and not resume:
         raise ValueError(f"{out}: already holds a run (checkpoints/last.pt); pass --resume or choose another --out")
+    if resume and not last.exists():
+        log.warning("%s: no checkpoint to resume (checkpoints/last.pt); starting a new run", out)
     if not resume or not last.exists():
         return None
     state = load_checkpoint(last)
@@ -180,6 +187,8 @@ def run_training(
     dist_info = init_distributed(cfg.device)
     if dist_info.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        for folder in (out, out / "checkpoints"):
+            remove_stale_temporaries(folder)
         save_config(config, out)
     device = select_device(cfg.device, dist_info.local_rank)
     train_set = build_train_set(config)

@@ -13,6 +13,8 @@ Category names are mapped through the taxonomy, so files using Bethesda names ev
 from __future__ import annotations
 
 import json
+import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ from wsi_pipeline.data.coco import CocoFile, lesion_categories, read_coco
 from wsi_pipeline.data.geojson_io import read_geojson
 from wsi_pipeline.taxonomy import BY_CODE, LabelTally
 from wsi_pipeline.types import ImageBoxes
+
+log = logging.getLogger(__name__)
 
 
 def _read_json(path: Path) -> Any:
@@ -72,18 +76,36 @@ def coco_detections(
     found: dict[int, list[tuple[list[float], int, float]]] = {}
     for k, det in enumerate(dets):
         try:
-            x, y, w, h = det["bbox"]
-            cid = cats.get(int(det["category_id"]))
+            x, y, w, h = (float(v) for v in det["bbox"])
+            category = int(det["category_id"])
             score = float(det["score"])
             image_id = int(det["image_id"])
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{source}: detection {k} lacks image_id/category_id/bbox/score ({err})") from None
+        check_detection(source, f"detection {k}", [x, y, x + w, y + h], score)
+        if category not in cats:
+            known = ", ".join(str(c) for c in sorted(cats))
+            raise ValueError(
+                f"{source}: detection {k}: category_id {category} is not a ground-truth category ({known})"
+            )
+        cid = cats[category]
         if cid is None:
             continue
         if image_id not in gts:
             raise ValueError(f"{source}: detection {k} refers to image {image_id}, not in {gt_path.name}")
         found.setdefault(image_id, []).append(([x, y, x + w, y + h], cid, score))
     return {i: _image_boxes(v, "scores") for i, v in found.items()}
+
+
+def check_detection(source: Path, what: str, xyxy: list[float], score: Any) -> None:
+    """One-line ``ValueError`` naming the file and the record for a score that is not a probability or a
+    box that is not finite with positive width and height."""
+    if not isinstance(score, int | float) or isinstance(score, bool) or not 0.0 <= score <= 1.0:
+        raise ValueError(f"{source}: {what}: score {score!r} is not a probability in [0, 1]")
+    if not all(math.isfinite(v) for v in xyxy):
+        raise ValueError(f"{source}: {what}: box {xyxy} has non-finite coordinates")
+    if xyxy[2] <= xyxy[0] or xyxy[3] <= xyxy[1]:
+        raise ValueError(f"{source}: {what}: box {[round(v, 2) for v in xyxy]} has no positive width and height")
 
 
 def _image_boxes(rows: list[tuple[list[float], int, Any]], extra: str) -> ImageBoxes:
@@ -102,16 +124,27 @@ def _geojson_files(path: Path) -> dict[str, Path]:
     return {p.name.removesuffix(".geojson").removesuffix(".pred"): p for p in files}
 
 
-def load_slides(gt_path: Path, pred_path: Path) -> tuple[dict[object, ImageBoxes], dict[object, ImageBoxes], str]:
-    """Per-slide ground truth and predictions keyed by slide id; slides without predictions count as
-    slides where nothing was detected."""
+def load_slides(
+    gt_path: Path, pred_path: Path, missing_as_empty: bool = False
+) -> tuple[dict[object, ImageBoxes], dict[object, ImageBoxes], str]:
+    """Per-slide ground truth and predictions keyed by slide id. A ground-truth slide without a prediction
+    file is an error naming the slides (``infer`` writes a file for every slide, empty or not), unless
+    ``missing_as_empty`` counts them as slides where nothing was detected. Prediction labels outside the
+    four classes are dropped with a warning that counts them."""
     gt_files, pred_files = _geojson_files(gt_path), _geojson_files(pred_path)
     if gt_path.is_file() and pred_path.is_file():
         pred_files = {next(iter(gt_files)): pred_path}
     unknown = sorted(set(pred_files) - set(gt_files))
     if unknown:
         raise ValueError(f"{pred_path}: predictions for slides without ground truth: {', '.join(unknown[:5])}")
-    tally = LabelTally()
+    absent = sorted(set(gt_files) - set(pred_files))
+    if absent and not missing_as_empty:
+        shown = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
+        raise ValueError(
+            f"{pred_path}: no predictions for {len(absent)} ground-truth slide(s): {shown} "
+            "(--missing-as-empty counts them as slides where nothing was detected)"
+        )
+    tally, pred_tally = LabelTally(), LabelTally()
     gts, preds = {}, {}
     for sid, path in gt_files.items():
         anns = read_geojson(path, tally)
@@ -122,14 +155,17 @@ def load_slides(gt_path: Path, pred_path: Path) -> tuple[dict[object, ImageBoxes
             frame="level0",
         )
         if sid in pred_files:
-            dets = read_geojson(pred_files[sid])
-            missing = [i for i, a in enumerate(dets) if "score" not in a.properties]
-            if missing:
-                raise ValueError(f"{pred_files[sid]}: feature {missing[0]} has no score (properties.score)")
+            dets = read_geojson(pred_files[sid], pred_tally)
+            for i, a in enumerate(dets):
+                if "score" not in a.properties:
+                    raise ValueError(f"{pred_files[sid]}: feature {i} has no score (properties.score)")
+                check_detection(pred_files[sid], f"feature {i}", list(a.box.xyxy), a.properties["score"])
             preds[sid] = ImageBoxes(
                 np.array([a.box.xyxy for a in dets], float).reshape(-1, 4),
                 np.array([BY_CODE[a.label].id for a in dets], int),
                 scores=np.array([a.properties["score"] for a in dets], float),
                 frame="level0",
             )
+    if pred_tally.other or pred_tally.unknown or pred_tally.skipped:
+        log.warning("%s: prediction labels not evaluated: %s", pred_path, pred_tally.summary())
     return gts, preds, tally.summary()

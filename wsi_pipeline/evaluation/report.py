@@ -36,12 +36,13 @@ def evaluation_report(
     return report
 
 
-def evaluate_saved(gt: Path, pred: Path, max_dets: int = 100) -> dict[str, Any]:
-    """Report for saved predictions: COCO results against a COCO file, or per-slide GeoJSON."""
+def evaluate_saved(gt: Path, pred: Path, max_dets: int = 100, missing_as_empty: bool = False) -> dict[str, Any]:
+    """Report for saved predictions: COCO results against a COCO file, or per-slide GeoJSON (a slide
+    without predictions is an error unless ``missing_as_empty``)."""
     from wsi_pipeline.evaluation.inputs import load_coco, load_slides
 
     coco = gt.suffix == ".json" and pred.suffix == ".json"
-    gts, preds, labels = load_coco(gt, pred) if coco else load_slides(gt, pred)
+    gts, preds, labels = load_coco(gt, pred) if coco else load_slides(gt, pred, missing_as_empty)
     return evaluation_report(gts, preds, labels, coco=coco, gt=gt, pred=pred, max_dets=max_dets)
 
 

@@ -28,21 +28,32 @@ SLIDE_SUFFIXES = (
 )
 
 
+LIST_SUFFIXES = ("", ".txt", ".list", ".lst", ".csv", ".tsv")  # list files: plain text, one path per line
+OWN_OUTPUTS = (".quicklook.png", ".qc.png", ".thumbnail.png", ".overlay.png")  # images this project writes
+
+
 def discover_slides(
-    inputs: Sequence[str | Path], suffixes: tuple[str, ...] = SLIDE_SUFFIXES
+    inputs: Sequence[str | Path], suffixes: tuple[str, ...] = SLIDE_SUFFIXES, exclude: Sequence[Path] = ()
 ) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Slide paths (sorted, unique) and ``(input, reason)`` for inputs that are not usable."""
+    """Slide paths (sorted, unique) and ``(input, reason)`` for every input or folder entry that is not
+    usable: nothing is dropped silently. Folders under ``exclude`` (the command's own ``--out``), patch
+    stores and images this project writes (quick-looks, QC images) are never taken as slides."""
+    excluded = [Path(e).resolve() for e in exclude]
     found: list[Path] = []
     problems: list[tuple[str, str]] = []
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
-            hits = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
-            if not hits:
+            hits = _scan(path, suffixes, excluded, problems)
+            if not hits and not any(p[0].startswith(str(path)) for p in problems):
                 problems.append((str(path), "no slide files found in folder"))
             found.extend(hits)
         elif path.is_file() and path.suffix.lower() in suffixes:
             found.append(path)
+        elif path.is_file() and path.suffix.lower() not in LIST_SUFFIXES:
+            problems.append(
+                (str(path), f"not a slide format read here ({path.suffix}); list files are .txt, one path a line")
+            )
         elif path.is_file():
             try:
                 lines = path.read_text(encoding="utf-8").splitlines()
@@ -51,10 +62,12 @@ def discover_slides(
                 continue
             entries = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
             sub, sub_problems = discover_slides(
-                [p if Path(p).is_absolute() else path.parent / p for p in entries], suffixes
+                [p if Path(p).is_absolute() else path.parent / p for p in entries], suffixes, exclude
             )
             found.extend(sub)
             problems.extend(sub_problems)
+        elif path.is_symlink():
+            problems.append((str(path), "dangling symbolic link"))
         else:
             problems.append((str(path), "no such file or folder"))
     unique: dict[Path, Path] = {}
@@ -68,15 +81,47 @@ def discover_slides(
     return list(unique.values()), problems
 
 
+def _scan(folder: Path, suffixes: tuple[str, ...], excluded: list[Path], problems: list[tuple[str, str]]) -> list[Path]:
+    """Slide files under ``folder`` (recursively, sorted); entries with a slide suffix that cannot be slides
+    (folders, dangling links) become problems."""
+    hits = []
+    for p in sorted(folder.rglob("*")):
+        if p.suffix.lower() not in suffixes:
+            continue
+        resolved = p.resolve() if not p.is_symlink() or p.exists() else p
+        if any(resolved.is_relative_to(e) for e in excluded) or any(q.suffix == ".zarr" for q in p.parents):
+            continue
+        if p.name.lower().endswith(OWN_OUTPUTS):
+            continue
+        if p.is_symlink() and not p.exists():
+            problems.append((str(p), "dangling symbolic link"))
+        elif p.is_dir():
+            problems.append((str(p), "a folder named like a slide file, not a slide"))
+        elif p.is_file():
+            hits.append(p)
+    return hits
+
+
 def slide_ids(paths: Sequence[Path]) -> list[str]:
-    """File stems, made unique by prefixing parent folder names where two slides share a stem."""
-    ids = [_dicom_id(p) if p.suffix.lower() == ".dcm" else slide_name(p) for p in paths]
+    """File stems, made unique by prefixing parent folder names where two slides in different folders share
+    a stem. Slides of one folder that share a stem (``A.svs``, ``A.tiff``) keep it: :func:`name_clashes`
+    reports them."""
+    plain = [_dicom_id(p) if p.suffix.lower() == ".dcm" else slide_name(p) for p in paths]
+    same_folder = {
+        k
+        for k, p in enumerate(paths)
+        for j, q in enumerate(paths)
+        if j != k and plain[j] == plain[k] and p.parent == q.parent
+    }
+    ids = list(plain)
     for depth in range(1, 6):
         dupes = {i for i in ids if ids.count(i) > 1}
         if not dupes:
             break
         ids = [
-            "__".join([*p.parts[-1 - depth : -1], slide_name(p)]) if ids[k] in dupes else ids[k]
+            "__".join([*p.parts[-1 - depth : -1], slide_name(p)])
+            if ids[k] in dupes and k not in same_folder
+            else ids[k]
             for k, p in enumerate(paths)
         ]
     return ids

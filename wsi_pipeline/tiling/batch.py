@@ -15,7 +15,7 @@ import numpy as np
 
 from wsi_pipeline.config import PipelineConfig, save_config
 from wsi_pipeline.data.patch_store import slide_fingerprint, stored_slide, verify_store
-from wsi_pipeline.io import write_json_atomic, write_text_atomic
+from wsi_pipeline.io import remove_stale_temporaries, write_json_atomic, write_text_atomic
 from wsi_pipeline.runner import Failure, TaskRunner
 from wsi_pipeline.slide.discover import discover_slides, name_clashes, slide_ids
 from wsi_pipeline.slide.reader import slide_name
@@ -30,6 +30,8 @@ from wsi_pipeline.tiling.slide_job import (
 )
 
 log = logging.getLogger(__name__)
+
+NO_FOREGROUND = "warning: no cell foreground, 0 patches (see <slide>.qc.png; tile.min_foreground)"
 
 
 @dataclass
@@ -72,9 +74,10 @@ def tile_slides(
     cfg = config.tile
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
     save_config(config, out)
     result = BatchResult(out)
-    paths, problems = discover_slides(inputs)
+    paths, problems = discover_slides(inputs, exclude=[out])
     for name, reason in problems:
         result.outcomes.append(SlideOutcome(slide_name(name), name, "failed", reason=reason))
     config_hash = tile_config_hash(cfg, mpp)
@@ -157,8 +160,11 @@ def tile_slides(
                 row["backend"],
                 row["mpp"],
                 round(plan.seconds, 2),
+                reason=NO_FOREGROUND if row["patches"] == 0 else "",
             )
         )
+        if row["patches"] == 0:
+            log.warning("%s: %s", plan.job.slide_id, NO_FOREGROUND)
     _write_summary(result)
     return result
 

@@ -73,7 +73,7 @@ def cut_labeled_dataset(
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out)
     result = LabeledResult(out)
-    paths, problems = discover_slides(inputs, suffixes=SLIDE_SUFFIXES + IMAGE_SUFFIXES)
+    paths, problems = discover_slides(inputs, suffixes=SLIDE_SUFFIXES + IMAGE_SUFFIXES, exclude=[out])
     result.failures += [(slide_name(name), reason) for name, reason in problems]
     ids = slide_ids(paths)
     pairing = pair_annotations(ids, annotations, cfg.labels.annotation_pattern)

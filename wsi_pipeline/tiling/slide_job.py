@@ -84,12 +84,15 @@ def tile_config_hash(cfg: TileConfig, mpp_override: float | None) -> str:
 
 
 # A small per-process cache: block tasks of one slide reuse its open reader.
-_READERS: OrderedDict[tuple[str, str, float | None], SlideReader] = OrderedDict()
+_READERS: OrderedDict[tuple[str, str, float | None, int, int], SlideReader] = OrderedDict()
 _READERS_LOCK = threading.Lock()
 
 
 def cached_reader(path: str, backend: str, mpp: float | None) -> SlideReader:
-    key = (path, backend, mpp)
+    """An open reader per worker process, reused across tasks; a file changed since (size or modification
+    time) gets a fresh one, never the stale handle of its former content."""
+    stat = Path(path).stat()
+    key = (path, backend, mpp, stat.st_size, stat.st_mtime_ns)
     with _READERS_LOCK:
         if key in _READERS:
             _READERS.move_to_end(key)
