@@ -140,3 +140,23 @@ def test_nothing_is_downloaded(monkeypatch):
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
     model = build_detector(ModelConfig(backbone="resnet50"))
     assert isinstance(model.backbone.body.layer1[0].bn1, torch.nn.GroupNorm)  # trains from scratch
+
+
+def test_detections_carry_class_probabilities_and_equal_torchvisions_selection():
+    torch.manual_seed(0)
+    model = build_detector(ModelConfig(backbone="tiny", fpn_channels=16, box_score_thresh=0.0)).eval()
+    images = [torch.rand(3, 200, 240), torch.rand(3, 160, 160)]
+    with torch.no_grad():
+        batch, _ = model.preprocess(images)
+        features = model.features(batch)
+        proposals, _ = model.proposals(batch, features)
+        head = model.box_head(features, proposals, batch.image_sizes)
+        head.class_logits = torch.randn_like(head.class_logits) * 3  # varied classes, not a near-uniform softmax
+        ours = model.detect(head, proposals, batch.image_sizes, batch.image_sizes)
+        boxes, scores, labels = model.roi_heads.postprocess_detections(
+            head.class_logits, head.box_regression, proposals, batch.image_sizes
+        )
+    for mine, b, s, c in zip(ours, boxes, scores, labels, strict=True):
+        assert torch.equal(mine["boxes"], b) and torch.equal(mine["scores"], s) and torch.equal(mine["labels"], c)
+        assert mine["probs"].shape == (len(b), 5) and torch.allclose(mine["probs"].sum(1), torch.ones(len(b)))
+        assert torch.equal(mine["probs"].gather(1, c[:, None])[:, 0], s)  # the score is its class's probability

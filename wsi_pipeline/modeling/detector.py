@@ -28,6 +28,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_prediction_layers
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
+from torchvision.ops.boxes import batched_nms, clip_boxes_to_image, remove_small_boxes
 
 from wsi_pipeline.config import ModelConfig
 from wsi_pipeline.losses.detection import box_regression_loss, build_classifier_loss
@@ -184,12 +185,34 @@ class CytologyDetector(nn.Module):
         image_sizes,
         original_sizes,  # type: ignore[no-untyped-def]
     ) -> list[dict[str, Tensor]]:
-        """Per-class decoding, score threshold and NMS of the box head's outputs on ``boxes``; detections
-        mapped back to the input pixels of images of ``original_sizes``."""
-        out_boxes, scores, labels = self.roi_heads.postprocess_detections(
-            head.class_logits, head.box_regression, boxes, image_sizes
-        )
-        found = [{"boxes": b, "labels": c, "scores": s} for b, s, c in zip(out_boxes, scores, labels, strict=True)]
+        """Detections of the box head's outputs on ``boxes``, per image: every (proposal, class) pair
+        decoded, kept above ``model.box_score_thresh``, per-class NMS, the best
+        ``model.detections_per_image``; ``boxes`` (xyxy) mapped back to the input pixels of images of
+        ``original_sizes``, ``labels``, ``scores`` and ``probs`` (K + 1 class probabilities of the proposal
+        each came from, background first). The same selection as torchvision's RoI heads, which drop
+        ``probs``."""
+        heads = self.roi_heads
+        decoded = heads.box_coder.decode(head.box_regression, boxes)  # (N, K + 1, 4)
+        probs = torch.softmax(head.class_logits, -1)
+        counts = [len(b) for b in boxes]
+        found = []
+        for image_boxes, image_probs, size in zip(decoded.split(counts), probs.split(counts), image_sizes, strict=True):
+            image_boxes = clip_boxes_to_image(image_boxes, size)
+            classes = image_probs.shape[1] - 1
+            scores = image_probs[:, 1:].reshape(-1)  # (proposal, class) pairs, background left out
+            pairs = torch.where(scores > heads.score_thresh)[0]
+            pairs = pairs[remove_small_boxes(image_boxes[:, 1:].reshape(-1, 4)[pairs], min_size=1e-2)]
+            flat_boxes, labels = image_boxes[:, 1:].reshape(-1, 4)[pairs], pairs % classes + 1
+            keep = batched_nms(flat_boxes, scores[pairs], labels, heads.nms_thresh)[: heads.detections_per_img]
+            pairs = pairs[keep]
+            found.append(
+                {
+                    "boxes": flat_boxes[keep],
+                    "labels": labels[keep],
+                    "scores": scores[pairs],
+                    "probs": image_probs[pairs // classes],
+                }
+            )
         return self.transform.postprocess(found, image_sizes, original_sizes)
 
     # -- compositions ---------------------------------------------------------------------------
