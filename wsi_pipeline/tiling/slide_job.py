@@ -37,8 +37,9 @@ from wsi_pipeline.data.patch_store import (
 )
 from wsi_pipeline.io import atomic_path
 from wsi_pipeline.slide import SlideReader, open_slide
-from wsi_pipeline.slide.foreground import foreground_mask, qc_overlay, region_fractions
-from wsi_pipeline.slide.grid import Grid, patch_grid
+from wsi_pipeline.slide.foreground import qc_overlay
+from wsi_pipeline.slide.grid import Grid
+from wsi_pipeline.slide.plan import plan_patches
 
 
 @dataclass(frozen=True)
@@ -122,16 +123,13 @@ def plan_slide(job: SlideJob) -> tuple[TilePlan, QcJob]:
     reader = cached_reader(job.path, cfg.backend, job.mpp_override)
     info = reader.info
     mpp = reader.require_mpp()
-    grid = patch_grid(info.width, info.height, mpp, cfg.target_mpp, cfg.patch_size, cfg.overlap, cfg.edge)
-    mask_mpp = cfg.foreground.mask_mpp
-    thumb = reader.thumbnail(mask_mpp)
-    mask = foreground_mask(thumb, mask_mpp, cfg.foreground)
-    to_mask = mpp / mask_mpp  # mask pixels per level-0 pixel
-    boxes = np.stack([grid.x0, grid.y0, grid.x0 + grid.w0, grid.y0 + grid.h0], axis=1) * to_mask
-    fractions = region_fractions(mask, boxes) if len(grid) else np.zeros(0, np.float32)
-    keep = fractions >= cfg.min_foreground
-    kept = grid.subset(keep)
-    qc = QcJob(Path(job.out_dir) / f"{job.slide_id}.qc.png", thumb, mask, boxes[keep], boxes[~keep])
+    plan = plan_patches(
+        reader, cfg.target_mpp, cfg.patch_size, cfg.overlap, cfg.edge, cfg.foreground, cfg.min_foreground
+    )
+    grid, fractions, keep = plan.grid, plan.fractions, plan.keep
+    kept = plan.kept
+    boxes = plan.boxes_mask
+    qc = QcJob(Path(job.out_dir) / f"{job.slide_id}.qc.png", plan.thumb, plan.mask, boxes[keep], boxes[~keep])
 
     table = {
         "x": kept.x0,
