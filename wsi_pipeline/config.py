@@ -289,6 +289,60 @@ class TrainConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class TriageConfig:
+    """Slide triage from the lesion scores (``wsi_pipeline.inference.summary``). The risk score is
+    ``max over classes of severity[c] * mean(top_k scores of class c)`` (missing scores count as 0): one
+    confident HSIL outweighs many doubtful ASC-US. Thresholds belong to a model: choose them on validation
+    slides for the slide-level sensitivity you need (``docs/benchmarks.md``)."""
+
+    top_k: PositiveInt = 3
+    severity: dict[str, Fraction] = field(default_factory=lambda: {"ASC-US": 0.5, "LSIL": 0.7, "HSIL": 1.0, "AGC": 1.0})
+    review_threshold: Fraction = 0.3  # risk at or above: review
+    high_threshold: Fraction = 0.6  # risk at or above: high risk
+    min_cell_area_mm2: NonNegative = 0.5  # less cell foreground: unsatisfactory, never negative
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TriageConfig:
+        unknown = sorted(set(self.severity) ^ set(CLASS_CODES))
+        if unknown:
+            raise ValueError(f"severity needs exactly the classes {', '.join(CLASS_CODES)} (not {unknown[0]})")
+        if self.review_threshold > self.high_threshold:
+            raise ValueError("review_threshold must not exceed high_threshold")
+        return self
+
+
+@dataclass(frozen=True, config=_STRICT)
+class InferConfig:
+    """``wsi-pipeline infer`` and ``mine``: whole slides through the detector, patch by patch.
+
+    Patches of ``patch_size`` input pixels (at ``model.input_mpp``) overlap by ``overlap`` pixels, so a
+    lesion on a seam is also seen whole; the default 128 px (32 um, a large cell) reads
+    (1200 / 1072)^2 = 1.25x the slide area. Seam merging (``inference.merge``) fuses what the seams cut.
+    """
+
+    patch_size: PositiveInt = 1200
+    overlap: Count = 128
+    batch_size: PositiveInt = 4
+    workers: Count = 2  # threads reading patches ahead of the model
+    device: str = "auto"
+    min_score: Fraction = 0.1  # detections kept (the GeoJSON, the summary, evaluation)
+    merge_ios: Fraction = 0.5  # seam merging: intersection over the smaller box
+    block_rows: PositiveInt = 4  # patches merged together before merging across block borders
+    block_cols: PositiveInt = 4
+    min_foreground: Fraction = 0.01  # patches with less cell foreground are glass, not read
+    object_type: Literal["detection", "annotation"] = "detection"  # QuPath object type of each lesion
+    gzip: bool = False  # write <slide>.geojson.gz
+    top_n: PositiveInt = 8  # lesions per class listed in the summary and shown in the report
+    triage: TriageConfig = field(default_factory=TriageConfig)
+
+    @model_validator(mode="after")
+    def _overlap(self) -> InferConfig:
+        if self.overlap >= self.patch_size // 2:
+            raise ValueError(f"overlap must be below half the patch size, got {self.overlap}")
+        return self
+
+
+@dataclass(frozen=True, config=_STRICT)
 class PipelineConfig:
     """All stages' settings; each field is one YAML section."""
 
@@ -296,6 +350,7 @@ class PipelineConfig:
     tile: TileConfig = field(default_factory=TileConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
 
 
 # --------------------------------------------------------------------------------------------------

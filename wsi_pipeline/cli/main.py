@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "synth": ("wsi_pipeline.cli.synth", "synth", "Generate synthetic Pap-smear slides with ground truth."),
     "tile": ("wsi_pipeline.cli.tile", "tile", "Cut slides into patches at a physical resolution (patch stores)."),
     "train": ("wsi_pipeline.cli.train", "train", "Train the detector (supervised baseline), resumable."),
+    "infer": ("wsi_pipeline.cli.infer", "infer", "Detect lesions on whole slides: QuPath GeoJSON, summaries, ranking."),
     "eval": ("wsi_pipeline.cli.eval", "eval_cmd", "Evaluate detections: AP over IoU 0.10-0.70, recall, confusion."),
     "demo": (
         "wsi_pipeline.cli.demo",

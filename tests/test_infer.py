@@ -1,0 +1,102 @@
+"""``infer`` end to end on tiny synthetic slides with a fixed-output model: level-0 mapping, QuPath GeoJSON
+that our reader and shapely accept, summaries, the ranked table, resume and bad-slide isolation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from shapely.geometry import shape
+
+from wsi_pipeline.config import load_config
+from wsi_pipeline.data.geojson_io import read_geojson
+from wsi_pipeline.inference.batch import infer_slides
+
+SMALL = ("infer.patch_size=512", "infer.overlap=64", "infer.block_rows=2", "infer.block_cols=2")
+
+
+class FixedModel(torch.nn.Module):
+    """Every patch: one HSIL at (100, 120)-(150, 190) of its own pixels, score 0.9."""
+
+    def forward(self, images):  # type: ignore[no-untyped-def]
+        probs = torch.tensor([0.05, 0.0, 0.05, 0.9, 0.0])
+        return [
+            {"boxes": torch.tensor([[100.0, 120.0, 150.0, 190.0]]), "labels": torch.tensor([3]),
+             "scores": torch.tensor([0.9]), "probs": probs[None]}
+            for _ in images
+        ]  # fmt: skip
+
+
+@pytest.fixture()
+def slides(tiny_dataset: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    for sid in ("L0001", "L0002"):
+        shutil.copy(tiny_dataset / "slides" / f"{sid}.tiff", folder / f"{sid}.tiff")
+    (folder / "broken.tiff").write_bytes(b"II*\x00not a tiff")
+    return folder
+
+
+def _infer(slides: Path, out: Path, *extra: str):
+    ckpt = out.parent / "model.pt"
+    ckpt.write_bytes(b"stands in for a checkpoint: only hashed")
+    config = load_config(None, [*SMALL, *extra])
+    return infer_slides([slides], ckpt, out, config, FixedModel(), torch.device("cpu"), progress=False)
+
+
+def test_infer_writes_qupath_maps_summaries_and_a_ranked_table(slides: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    result = _infer(slides, out)
+    status = {o.slide_id: o.status for o in result.outcomes}
+    assert status == {"L0001": "done", "L0002": "done", "broken": "failed"}  # one bad slide, the rest done
+    data = json.loads((out / "L0001.geojson").read_text())
+    summary = json.loads((out / "L0001.summary.json").read_text())
+    features = data["features"]
+    assert data["type"] == "FeatureCollection" and data["wsi_pipeline"]["checkpoint_sha256"]
+    assert len(features) == summary["patches"] == summary["classes"]["HSIL"]["count"] > 0
+    # patches at 0.25 um/px, stride 448: every detection is its patch origin + (100, 120)
+    xs = sorted({f["geometry"]["coordinates"][0][0][0] for f in features})
+    assert set(xs) <= {100.0, 548.0, 996.0, 1188.0}  # 1600 wide: columns 0, 448, 896, flush 1088
+    for f in features:
+        ring = f["geometry"]["coordinates"][0]
+        assert ring[0] == ring[-1] and shape(f["geometry"]).is_valid
+        assert uuid.UUID(f["id"]).version == 5
+        props = f["properties"]
+        assert props["objectType"] == "detection" and props["classification"] == {
+            "name": "HSIL",
+            "color": [220, 20, 40],
+        }
+        assert props["measurements"]["score"] == 0.9 and props["measurements"]["p_HSIL"] == 0.9
+        assert props["measurements"]["area_um2"] == pytest.approx(50 * 70 * 0.25**2)
+    back = read_geojson(out / "L0001.geojson")
+    assert len(back) == len(features) and {a.properties["score"] for a in back} == {0.9}
+    # 0.4 x 0.35 mm of slide hold far less than 0.5 mm^2 of cells: not judged, whatever the lesions say
+    assert summary["risk"] == pytest.approx(0.9) and summary["category"] == "unsatisfactory"
+    assert "ASC-H and SCC" in summary["note"] and len(summary["classes"]["HSIL"]["top"]) == 8
+    table = (out / "summary.csv").read_text().splitlines()
+    assert table[0].startswith("rank,slide_id,category,risk") and table[-1].split(",")[1] == "broken"
+
+    again = _infer(slides, out)  # resume: finished slides are skipped, the output is the same
+    assert {o.slide_id: o.status for o in again.outcomes}["L0001"] == "skipped"
+    assert json.loads((out / "L0001.geojson").read_text()) == data
+    gz = _infer(
+        slides, tmp_path / "gz", "infer.gzip=true", "infer.object_type=annotation", "infer.triage.min_cell_area_mm2=0"
+    )
+    assert [o.category for o in gz.outcomes if o.status == "done"] == ["high risk", "high risk"]
+    zipped = read_geojson(tmp_path / "gz" / "L0001.geojson.gz")
+    assert sorted(a.box.xyxy for a in zipped) == sorted(a.box.xyxy for a in back)  # ids, boxes: deterministic
+
+
+def test_infer_needs_an_mpp_for_plain_images(tmp_path: Path):
+    folder = tmp_path / "fields"
+    folder.mkdir()
+    from PIL import Image
+
+    Image.fromarray(np.full((600, 700, 3), 120, np.uint8)).save(folder / "field.png")
+    result = _infer(folder, tmp_path / "out")
+    assert result.outcomes[0].status == "failed" and "pass --mpp" in result.outcomes[0].reason

@@ -1,0 +1,1 @@
+"""What the pipeline hands to people and other tools: QuPath GeoJSON of detections, slide reports."""

@@ -1,0 +1,201 @@
+"""``infer`` over many slides: per slide a QuPath GeoJSON and a summary; for the batch a ranked table.
+
+Per slide, in ``out``: ``<slide>.geojson`` (or ``.geojson.gz``), then ``<slide>.summary.json`` (written last:
+its presence with the same checkpoint, settings and slide file means the slide is done, and a re-run
+skips it). A slide that fails is reported with its one-line reason and the others go on; ``summary.csv``
+ranks every slide by risk, failures last. Every output records its provenance.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wsi_pipeline import __version__
+from wsi_pipeline.config import PipelineConfig, config_to_dict, save_config
+from wsi_pipeline.data.patch_store import slide_fingerprint
+from wsi_pipeline.export.qupath import GeoJsonStream
+from wsi_pipeline.inference.predictor import Predictor
+from wsi_pipeline.inference.slide import SlideRun, detect_slide
+from wsi_pipeline.inference.summary import SlideSummary
+from wsi_pipeline.io import remove_stale_temporaries, write_json_atomic, write_text_atomic
+from wsi_pipeline.slide import open_slide
+from wsi_pipeline.slide.discover import SLIDE_SUFFIXES, discover_slides, name_clashes, slide_ids
+from wsi_pipeline.slide.open import IMAGE_SUFFIXES
+from wsi_pipeline.slide.reader import slide_name
+
+log = logging.getLogger(__name__)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class InferOutcome:
+    slide_id: str
+    path: str
+    status: str  # done / skipped / failed
+    risk: float | None = None
+    category: str = ""
+    lesions: int | None = None
+    seconds: float = 0.0
+    reason: str = ""
+
+
+@dataclass
+class InferResult:
+    out: Path
+    outcomes: list[InferOutcome] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[InferOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+
+def infer_slides(
+    inputs: Sequence[str | Path],
+    checkpoint: str | Path,
+    out: str | Path,
+    config: PipelineConfig,
+    model: Any,
+    device: Any,
+    *,
+    mpp: float | None = None,
+    progress: bool = True,
+) -> InferResult:
+    """Run ``model`` (the checkpoint's inference detector, in eval mode) over every slide of ``inputs``."""
+    out, checkpoint = Path(out), Path(checkpoint)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
+    save_config(config, out)
+    provenance = {
+        "wsi_pipeline_version": __version__,
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": file_sha256(checkpoint),
+        "config": config_to_dict(config),
+    }
+    settings = hashlib.sha256(
+        json.dumps({"infer": config_to_dict(config)["infer"], "mpp": mpp}, sort_keys=True).encode()
+    ).hexdigest()[:16]
+    result = InferResult(out)
+    paths, problems = discover_slides(inputs, SLIDE_SUFFIXES + IMAGE_SUFFIXES, exclude=[out])
+    for name, reason in problems:
+        result.outcomes.append(InferOutcome(slide_name(name), name, "failed", reason=reason))
+    ids = slide_ids(paths)
+    clashes = name_clashes(paths, ids)
+    predictor = Predictor(model, device)
+    for path, sid in zip(paths, ids, strict=True):
+        if sid in clashes:
+            reason = f"{' and '.join(p.name for p in clashes[sid])} are both named {sid}: rename one"
+            result.outcomes.append(InferOutcome(sid, str(path), "failed", reason=reason))
+            continue
+        try:
+            outcome = _infer_one(path, sid, out, config, predictor, provenance, settings, mpp)
+        except Exception as err:  # one bad slide never stops the batch
+            text = str(err).strip().splitlines()
+            reason = text[0] if text else type(err).__name__
+            if not isinstance(err, ValueError | OSError):
+                reason = f"{type(err).__name__}: {reason}"
+            log.error("%s: %s", sid, reason)
+            log.debug("details", exc_info=True)
+            outcome = InferOutcome(sid, str(path), "failed", reason=reason)
+        result.outcomes.append(outcome)
+    write_batch_table(result)
+    return result
+
+
+def _infer_one(
+    path: Path,
+    sid: str,
+    out: Path,
+    config: PipelineConfig,
+    predictor: Predictor,
+    provenance: dict[str, Any],
+    settings: str,
+    mpp: float | None,
+) -> InferOutcome:
+    cfg = config.infer
+    geojson = out / f"{sid}.geojson{'.gz' if cfg.gzip else ''}"
+    summary_path = out / f"{sid}.summary.json"
+    fingerprint = slide_fingerprint(path)
+    done = _finished(summary_path, geojson, provenance["checkpoint_sha256"], settings, fingerprint)
+    if done is not None:
+        return InferOutcome(
+            sid, str(path), "skipped", done["risk"], done["category"], done["lesions"], reason="complete"
+        )
+    started = time.perf_counter()
+    with open_slide(path, "auto", mpp) as reader:
+        slide_mpp = reader.require_mpp()
+        summary = SlideSummary(cfg.top_n, cfg.triage)
+        run = SlideRun(plan=None, mpp=slide_mpp)  # type: ignore[arg-type]
+        header = {**provenance, "slide_fingerprint": fingerprint}
+        with GeoJsonStream(
+            geojson, slide_id=sid, mpp=slide_mpp, object_type=cfg.object_type, provenance=header
+        ) as stream:
+            for dets in detect_slide(reader, predictor, cfg, config.model.input_mpp, config.tile.foreground, run):
+                stream.write(dets)
+                summary.add(dets)
+        report = summary.result(run.plan.foreground_mm2)
+        report.update(
+            {
+                "slide_id": sid,
+                "slide": {"path": str(path.resolve()), "fingerprint": fingerprint, "mpp": slide_mpp,
+                          "width": reader.info.width, "height": reader.info.height},
+                "geojson": geojson.name,
+                "patches": run.patches,
+                "seconds": round(time.perf_counter() - started, 2),
+                "settings_hash": settings,
+                **provenance,
+            }
+        )  # fmt: skip
+    write_json_atomic(summary_path, report)
+    log.info("%s: %d lesion(s), risk %.2f (%s)", sid, report["lesions"], report["risk"], report["category"])
+    return InferOutcome(
+        sid, str(path), "done", report["risk"], report["category"], report["lesions"], report["seconds"]
+    )
+
+
+def _finished(summary: Path, geojson: Path, checkpoint_sha: str, settings: str, fingerprint: str) -> dict | None:
+    """The summary of a slide finished with the same checkpoint, settings and slide file, or ``None``."""
+    if not summary.is_file() or not geojson.is_file():
+        return None
+    try:
+        data = json.loads(summary.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    same = (
+        data.get("checkpoint_sha256") == checkpoint_sha
+        and data.get("settings_hash") == settings
+        and data.get("slide", {}).get("fingerprint") == fingerprint
+    )
+    return data if same else None
+
+
+COLUMNS = ("rank", "slide_id", "category", "risk", "lesions", "status", "path", "reason")
+
+
+def write_batch_table(result: InferResult) -> None:
+    """``summary.csv``: slides ranked by risk (highest first), unsatisfactory and failed slides last."""
+    order = {"high risk": 0, "review": 1, "negative": 2, "unsatisfactory": 3, "": 4}
+    rows = sorted(result.outcomes, key=lambda o: (order.get(o.category, 4), -(o.risk or 0.0), o.slide_id))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(COLUMNS)
+    for rank, o in enumerate(rows, 1):
+        risk = "" if o.risk is None else f"{o.risk:.4f}"
+        writer.writerow([rank, o.slide_id, o.category, risk, "" if o.lesions is None else o.lesions, o.status, o.path,
+                         o.reason])  # fmt: skip
+    write_text_atomic(result.out / "summary.csv", buffer.getvalue())
