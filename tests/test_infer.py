@@ -100,3 +100,22 @@ def test_infer_needs_an_mpp_for_plain_images(tmp_path: Path):
     Image.fromarray(np.full((600, 700, 3), 120, np.uint8)).save(folder / "field.png")
     result = _infer(folder, tmp_path / "out")
     assert result.outcomes[0].status == "failed" and "pass --mpp" in result.outcomes[0].reason
+
+
+def test_infer_output_evaluates_as_whole_slide_predictions(slides: Path, tmp_path: Path):
+    from click.testing import CliRunner
+
+    from wsi_pipeline.cli.main import cli
+    from wsi_pipeline.data.geojson_io import write_geojson
+
+    out = tmp_path / "out"
+    _infer(slides, out, "infer.gzip=true")
+    truth = tmp_path / "truth"  # ground truth = what the fixed model sees: a perfect score, read from .gz
+    for sid in ("L0001", "L0002"):
+        write_geojson(truth / f"{sid}.geojson", read_geojson(out / f"{sid}.geojson.gz"), slide_id=sid, mpp=0.25)
+    result = CliRunner().invoke(
+        cli, ["-q", "eval", "--gt", str(truth), "--pred", str(out), "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r").read_text())
+    assert report["mode"] == "whole slides (GeoJSON)" and report["classes"]["HSIL"]["mAP"] == pytest.approx(1.0)

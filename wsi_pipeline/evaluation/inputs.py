@@ -118,10 +118,15 @@ def _image_boxes(rows: list[tuple[list[float], int, Any]], extra: str) -> ImageB
 
 
 def _geojson_files(path: Path) -> dict[str, Path]:
-    files = [path] if path.is_file() else sorted(path.glob("*.geojson"))
+    """Per-slide GeoJSON (``.geojson`` or ``.geojson.gz``) by slide id (``<slide>[.pred].geojson[.gz]``)."""
+    files = (
+        [path]
+        if path.is_file()
+        else sorted(p for p in path.glob("*.geojson*") if p.name.endswith((".geojson", ".geojson.gz")))
+    )
     if not files:
         raise ValueError(f"{path}: no GeoJSON files")
-    return {p.name.removesuffix(".geojson").removesuffix(".pred"): p for p in files}
+    return {p.name.removesuffix(".gz").removesuffix(".geojson").removesuffix(".pred"): p for p in files}
 
 
 def load_slides(
