@@ -343,6 +343,21 @@ class InferConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class MineConfig:
+    """``wsi-pipeline mine``: the unlabeled pool. The supervised detector screens unlabeled slides (with the
+    ``infer`` settings); patches of ``infer.patch_size`` centred on its detections at or above
+    ``score_threshold`` are kept, best first, at most ``top_k`` per slide and none overlapping a kept one by
+    more than ``max_overlap`` (IoU); ``negative_share`` adds that many patches per positive one whose best
+    detection stayed below the threshold (hard negatives: the detector was unsure)."""
+
+    score_threshold: Fraction = 0.5
+    top_k: PositiveInt = 32
+    max_overlap: Fraction = 0.3
+    negative_share: NonNegative = 0.0
+    compressor: Literal["lz4", "zstd", "none"] = "lz4"
+
+
+@dataclass(frozen=True, config=_STRICT)
 class PipelineConfig:
     """All stages' settings; each field is one YAML section."""
 
@@ -351,6 +366,7 @@ class PipelineConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
+    mine: MineConfig = field(default_factory=MineConfig)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -23,13 +23,18 @@ from wsi_pipeline.cli.common import fail_cleanly, load_cli_config, log, progress
 @fail_cleanly
 def demo(out: Path, workers: int, overrides: tuple[str, ...]) -> None:
     """Generate a small synthpap set (3 labeled + 1 unlabeled slides, quick-looks, COCO patches), tile
-    its slides into patch stores with QC images, then train a tiny detector on the training patches and
-    evaluate it on the test patches. Re-running reuses what is already done."""
+    its slides into patch stores with QC images, train a tiny detector on the training patches and
+    evaluate it on the test patches, then run it over the whole test slide (QuPath GeoJSON, summary,
+    ranked table) and evaluate that against the slide's ground truth. Re-running reuses what is done."""
+    import json
+
     from wsi_pipeline.cli.synth import run_synth
     from wsi_pipeline.device import select_device
+    from wsi_pipeline.engine.checkpoint import model_from_checkpoint
     from wsi_pipeline.engine.predict import evaluate_checkpoint
     from wsi_pipeline.engine.run import run_training
-    from wsi_pipeline.evaluation.report import format_report
+    from wsi_pipeline.evaluation.report import evaluate_saved, format_report
+    from wsi_pipeline.inference.batch import infer_slides
     from wsi_pipeline.io import write_json_atomic
     from wsi_pipeline.tiling.batch import summary_table, tile_slides
 
@@ -47,11 +52,32 @@ def demo(out: Path, workers: int, overrides: tuple[str, ...]) -> None:
     )
     write_json_atomic(run / "test_report.json", report)
     click.echo(format_report(report))
+
+    # the whole test slides, as a lab would run them: lesion maps, summaries, ranking, then their score
+    roles = {s["slide_id"]: s["role"] for s in json.loads((out / "manifest.json").read_text())["slides"]}
+    test_slides = [out / "slides" / f"{sid}.tiff" for sid, role in sorted(roles.items()) if role == "test"]
+    maps = out / "maps"
+    model, _ = model_from_checkpoint(last)
+    inferred = infer_slides(
+        test_slides, last, maps, config, model, select_device(config.infer.device), progress=progress_enabled()
+    )
+    if inferred.failed:
+        raise click.ClickException(f"infer failed on {', '.join(o.slide_id for o in inferred.failed)}")
+    truth = maps / "ground-truth"
+    for path in test_slides:  # the test slides' ground truth, beside their predictions
+        truth.mkdir(exist_ok=True)
+        (truth / f"{path.stem}.geojson").write_bytes((out / "slides" / f"{path.stem}.geojson").read_bytes())
+    slide_report = evaluate_saved(truth, maps)
+    write_json_atomic(maps / "eval_report.json", slide_report)
+    click.echo(format_report(slide_report))
     log.info(
         "demo done: %s/slides/*.quicklook.png (ground truth), %s/tiles/*.qc.png (tiling), %s/patches/*.json "
-        "(COCO), %s (detector, metrics.csv, test report); open a slide with its .geojson in QuPath",
+        "(COCO), %s (detector, metrics.csv, test report); lesion maps %s/*.geojson (drag onto the slide in "
+        "QuPath), summaries and the ranked table %s/summary.csv",
         out,
         out,
         out,
         run,
+        maps,
+        maps,
     )

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "tile": ("wsi_pipeline.cli.tile", "tile", "Cut slides into patches at a physical resolution (patch stores)."),
     "train": ("wsi_pipeline.cli.train", "train", "Train the detector (supervised baseline), resumable."),
     "infer": ("wsi_pipeline.cli.infer", "infer", "Detect lesions on whole slides: QuPath GeoJSON, summaries, ranking."),
+    "mine": ("wsi_pipeline.cli.mine", "mine", "Build the unlabeled pool: patches around a detector's finds."),
     "eval": ("wsi_pipeline.cli.eval", "eval_cmd", "Evaluate detections: AP over IoU 0.10-0.70, recall, confusion."),
     "demo": (
         "wsi_pipeline.cli.demo",

@@ -188,7 +188,13 @@ def _read_tiles(
             todo.append(index)
     offsets = [page.dataoffsets[i] for i in todo]
     counts = [page.databytecounts[i] for i in todo]
+    declared = dict(zip(todo, counts, strict=True))
     for data, index in tf.filehandle.read_segments(offsets, counts, indices=todo):
+        if declared[index] and len(data or b"") != declared[index]:  # declared bytes missing: not glass
+            raise SlideError(
+                f"{tf.filehandle.path}: level {level} tile {index} has {len(data or b'')} of {declared[index]} bytes "
+                "(file truncated or damaged)"
+            )
         segment = page.decode(data, index, jpegtables=page.jpegtables)[0] if data else None
         paste(index, None if segment is None else segment[0, ..., :3])
     return out

@@ -1,0 +1,303 @@
+"""``mine``: patches around what a supervised detector finds on unlabeled slides, as the unlabeled pool.
+
+Each slide goes through the same engine as ``infer`` (:func:`~wsi_pipeline.inference.slide.detect_slide`).
+Windows of ``infer.patch_size`` input pixels centred on detections at or above ``mine.score_threshold``
+are chosen best first, at most ``mine.top_k``, none overlapping a chosen one by more than
+``mine.max_overlap`` (IoU), plus ``mine.negative_share`` hard negatives per positive (windows on the best
+detections below the threshold). Patches are read again at ``model.input_mpp`` and written as a patch
+store per slide (``<slide>.zarr``, the format ``tile`` writes, with chunk checksums), next to
+``<slide>.mine.json`` (every patch: level-0 box, kind, best score, class histogram) and, for the whole
+pool, ``pool.json`` (the checkpoint's hash, the settings, the slides). ``train`` reads the stores as its
+unlabeled pool (:func:`pool_stores`).
+
+A pool must be patient-disjoint from the labeled set: a slide whose patient (``--patients`` table, else the
+slide itself) appears among the labeled slides (``--labeled``: COCO files) is refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wsi_pipeline import __version__
+from wsi_pipeline.config import PipelineConfig, config_to_dict, save_config
+from wsi_pipeline.data.coco import read_coco
+from wsi_pipeline.data.patch_store import (
+    create_store,
+    fsync_dir,
+    make_durable,
+    mark_complete,
+    record_chunks,
+    slide_fingerprint,
+    verify_store,
+    write_patches,
+)
+from wsi_pipeline.inference.batch import file_sha256
+from wsi_pipeline.inference.merge import Detections
+from wsi_pipeline.inference.predictor import Predictor
+from wsi_pipeline.inference.slide import SlideRun, detect_slide
+from wsi_pipeline.io import remove_stale_temporaries, write_json_atomic
+from wsi_pipeline.slide import open_slide
+from wsi_pipeline.slide.discover import SLIDE_SUFFIXES, discover_slides, name_clashes, slide_ids
+from wsi_pipeline.slide.open import IMAGE_SUFFIXES
+from wsi_pipeline.slide.reader import slide_name
+from wsi_pipeline.taxonomy import LESION_CLASSES
+
+log = logging.getLogger(__name__)
+
+
+def read_patients(path: Path | None) -> dict[str, str]:
+    """``slide_id,patient_id`` rows (a header row is allowed) -> {slide: patient}; no table: {}."""
+    if path is None:
+        return {}
+    try:
+        rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a readable slide,patient table ({err})") from None
+    table = {}
+    for k, row in enumerate(rows):
+        if not row or row[0].startswith("#") or (k == 0 and row[0].strip().lower() in ("slide", "slide_id")):
+            continue
+        if len(row) < 2 or not row[0].strip() or not row[1].strip():
+            raise ValueError(f"{path}: line {k + 1}: expected slide_id,patient_id")
+        table[row[0].strip()] = row[1].strip()
+    return table
+
+
+def labeled_patients(labeled: Sequence[Path], patients: dict[str, str]) -> dict[str, str]:
+    """Patients of the labeled set's slides (the COCO files' ``slide_id``): {patient: a slide of theirs}."""
+    found = {}
+    for path in labeled:
+        for img in read_coco(path).images:
+            sid = str(img.get("slide_id", ""))
+            if sid:
+                found.setdefault(patients.get(sid, sid), sid)
+    return found
+
+
+def choose_windows(
+    dets: Detections, size: float, slide: tuple[float, float], threshold: float, top_k: int, max_overlap: float,
+    negatives: float,
+) -> list[tuple[np.ndarray, str, int]]:  # fmt: skip
+    """Level-0 windows ``size`` wide centred on detections, clamped into the slide: ``(window xyxy, kind,
+    detection index)``, positives (score >= threshold) best first, then hard negatives."""
+    chosen: list[tuple[np.ndarray, str, int]] = []
+
+    def pick(candidates: np.ndarray, kind: str, limit: int) -> None:
+        for i in candidates:
+            if limit <= 0:
+                return
+            cx, cy = (dets.boxes[i, 0] + dets.boxes[i, 2]) / 2, (dets.boxes[i, 1] + dets.boxes[i, 3]) / 2
+            x0 = float(np.clip(cx - size / 2, 0, max(0.0, slide[0] - size)))
+            y0 = float(np.clip(cy - size / 2, 0, max(0.0, slide[1] - size)))
+            window = np.array([x0, y0, x0 + size, y0 + size])
+            if all(_iou(window, w) <= max_overlap for w, _, _ in chosen):
+                chosen.append((window, kind, int(i)))
+                limit -= 1
+
+    order = np.argsort(-dets.scores, kind="stable")
+    positive = order[dets.scores[order] >= threshold]
+    pick(positive, "positive", top_k)
+    n_pos = sum(kind == "positive" for _, kind, _ in chosen)
+    pick(order[dets.scores[order] < threshold], "negative", round(negatives * n_pos))
+    return chosen
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class MineOutcome:
+    slide_id: str
+    path: str
+    status: str  # done / skipped / failed
+    patches: int | None = None
+    reason: str = ""
+
+
+@dataclass
+class MineResult:
+    out: Path
+    outcomes: list[MineOutcome] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[MineOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+
+def mine_slides(
+    inputs: Sequence[str | Path],
+    checkpoint: str | Path,
+    out: str | Path,
+    config: PipelineConfig,
+    model: Any,
+    device: Any,
+    *,
+    labeled: Sequence[Path] = (),
+    patients: Path | None = None,
+    mpp: float | None = None,
+) -> MineResult:
+    """Build (or complete) the pool in ``out`` from the slides of ``inputs``."""
+    out, checkpoint = Path(out), Path(checkpoint)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
+    save_config(config, out)
+    patient_of = read_patients(patients)
+    taken = labeled_patients(labeled, patient_of)
+    settings = {"infer": config_to_dict(config)["infer"], "mine": config_to_dict(config)["mine"], "mpp": mpp}
+    provenance = {"wsi_pipeline_version": __version__, "checkpoint": str(checkpoint),
+                  "checkpoint_sha256": file_sha256(checkpoint), "settings": settings}  # fmt: skip
+    result = MineResult(out)
+    paths, problems = discover_slides(inputs, SLIDE_SUFFIXES + IMAGE_SUFFIXES, exclude=[out])
+    result.outcomes += [MineOutcome(slide_name(n), n, "failed", reason=r) for n, r in problems]
+    ids = slide_ids(paths)
+    clashes = name_clashes(paths, ids)
+    predictor = Predictor(model, device)
+    for path, sid in zip(paths, ids, strict=True):
+        patient = patient_of.get(sid, sid)
+        if sid in clashes:
+            reason = f"{' and '.join(p.name for p in clashes[sid])} are both named {sid}: rename one"
+        elif patient in taken:
+            reason = (
+                f"patient {patient} is in the labeled set (slide {taken[patient]}): a pool must be patient-disjoint"
+            )
+        else:
+            reason = ""
+        if reason:
+            log.error("%s: %s", sid, reason)
+            result.outcomes.append(MineOutcome(sid, str(path), "failed", reason=reason))
+            continue
+        try:
+            result.outcomes.append(_mine_one(path, sid, out, config, predictor, provenance, mpp))
+        except Exception as err:  # one bad slide never stops the batch
+            text = str(err).strip().splitlines()
+            reason = text[0] if text else type(err).__name__
+            if not isinstance(err, ValueError | OSError):
+                reason = f"{type(err).__name__}: {reason}"
+            log.error("%s: %s", sid, reason)
+            shutil.rmtree(out / f".tmp-{sid}.zarr", ignore_errors=True)
+            result.outcomes.append(MineOutcome(sid, str(path), "failed", reason=reason))
+    done = {o.slide_id: o for o in result.outcomes if o.status in ("done", "skipped")}
+    write_json_atomic(
+        out / "pool.json",
+        {**provenance, "slides": {sid: {"store": f"{sid}.zarr", "manifest": f"{sid}.mine.json", "patches": o.patches}
+                                   for sid, o in sorted(done.items())},
+         "failed": {o.slide_id: o.reason for o in result.failed}},
+    )  # fmt: skip
+    return result
+
+
+def _mine_one(
+    path: Path, sid: str, out: Path, config: PipelineConfig, predictor: Predictor, provenance: dict, mpp: float | None
+) -> MineOutcome:
+    cfg, mine = config.infer, config.mine
+    store, manifest = out / f"{sid}.zarr", out / f"{sid}.mine.json"
+    fingerprint = slide_fingerprint(path)
+    if manifest.is_file() and verify_store(store) is None:
+        old = json.loads(manifest.read_text(encoding="utf-8"))
+        same = old.get("checkpoint_sha256") == provenance["checkpoint_sha256"] and old.get("settings") == provenance[
+            "settings"] and old.get("slide", {}).get("fingerprint") == fingerprint  # fmt: skip
+        if same:
+            return MineOutcome(sid, str(path), "skipped", len(old["patches"]), reason="complete")
+    with open_slide(path, "auto", mpp) as reader:
+        slide_mpp = reader.require_mpp()
+        run = SlideRun(plan=None, mpp=slide_mpp)  # type: ignore[arg-type]
+        parts = list(detect_slide(reader, predictor, cfg, config.model.input_mpp, config.tile.foreground, run))
+        dets = Detections.concat(parts, parts[0].probs.shape[1] if parts else 5)
+        scale = config.model.input_mpp / slide_mpp
+        size = cfg.patch_size * scale
+        slide = (float(reader.info.width), float(reader.info.height))
+        windows = choose_windows(
+            dets, size, slide, mine.score_threshold, mine.top_k, mine.max_overlap, mine.negative_share
+        )
+        p = cfg.patch_size
+        pixels = [reader.read_region(w[0], w[1], p, p, mpp=config.model.input_mpp) for w, _, _ in windows]
+    rows = []
+    for k, (window, kind, i) in enumerate(windows):
+        inside = (dets.boxes[:, 0] >= window[0]) & (dets.boxes[:, 2] <= window[2]) & (dets.boxes[:, 1] >= window[1])
+        inside &= dets.boxes[:, 3] <= window[3]
+        histogram = {c.code: int(((dets.labels == c.id) & inside & (dets.scores >= mine.score_threshold)).sum())
+                     for c in LESION_CLASSES}  # fmt: skip
+        rows.append({"index": k, "box": [round(float(v), 1) for v in window], "kind": kind,
+                     "max_score": round(float(dets.scores[i]), 5), "classes": histogram})  # fmt: skip
+    _write_store(out, sid, windows, pixels, p, mine.compressor, provenance, path, fingerprint, slide_mpp, config)
+    slide_record = {"path": str(path.resolve()), "fingerprint": fingerprint, "mpp": slide_mpp}
+    record = {**provenance, "slide_id": sid, "slide": slide_record, "detections": len(dets), "patches": rows}
+    write_json_atomic(manifest, record)
+    log.info("%s: %d patch(es) from %d detection(s)", sid, len(rows), len(dets))
+    return MineOutcome(sid, str(path), "done", len(rows))
+
+
+def _write_store(
+    out: Path,
+    sid: str,
+    windows: list,
+    pixels: list[np.ndarray],
+    patch: int,
+    compressor: str,
+    provenance: dict,
+    path: Path,
+    fingerprint: str,
+    slide_mpp: float,
+    config: PipelineConfig,
+) -> None:
+    """The pool's patches of one slide as a patch store (the format ``tile`` writes), atomically."""
+    tmp, final = out / f".tmp-{sid}.zarr", out / f"{sid}.zarr"
+    shutil.rmtree(tmp, ignore_errors=True)
+    boxes = np.array([w for w, _, _ in windows], np.float64).reshape(-1, 4)
+    n = len(boxes)
+    table = {
+        "x": np.rint(boxes[:, 0]).astype(np.int64),
+        "y": np.rint(boxes[:, 1]).astype(np.int64),
+        "width": np.rint(boxes[:, 2] - boxes[:, 0]).astype(np.int64),
+        "height": np.rint(boxes[:, 3] - boxes[:, 1]).astype(np.int64),
+        "foreground": np.ones(n, np.float32),
+        "row": np.full(n, -1, np.int64),
+        "col": np.full(n, -1, np.int64),
+    }
+    slide = {"path": str(path.resolve()), "fingerprint": fingerprint, "mpp": slide_mpp, "backend": "auto"}
+    attrs = {
+        "wsi_pipeline_version": __version__,
+        "slide_id": sid,
+        "kind": "mined pool",
+        "slide": {**slide, "backend_choice": "auto"},
+        "patch_size": patch,
+        "target_mpp": config.model.input_mpp,
+        "checkpoint_sha256": provenance["checkpoint_sha256"],
+        "coordinates": "level-0 pixels; x, y, width, height per patch",
+    }
+    create_store(tmp, table, patch, False, compressor, attrs)
+    records = [write_patches(tmp, np.arange(n), pixels, compressor)] if n else []
+    record_chunks(tmp, records)
+    mark_complete(tmp, {})
+    make_durable(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    fsync_dir(out)
+
+
+def pool_stores(pool: str | Path) -> list[Path]:
+    """The patch stores of a mined pool (``pool.json``) or of a folder of ``tile`` stores."""
+    pool = Path(pool)
+    manifest = pool / "pool.json"
+    if manifest.is_file():
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+        return [pool / entry["store"] for entry in data["slides"].values() if entry.get("patches")]
+    stores = sorted(p for p in pool.glob("*.zarr") if p.is_dir())
+    if not stores:
+        raise ValueError(f"{pool}: neither a mined pool (pool.json) nor a folder of patch stores")
+    return stores
