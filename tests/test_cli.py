@@ -64,8 +64,9 @@ def test_synth_end_to_end(tmp_path: Path):
     assert "width: 1300" in (tmp_path / "config.yaml").read_text()
 
 
-def test_demo_runs_synth_tile_train_eval_and_reuses_its_outputs(tmp_path: Path, tiny_overrides: tuple[str, ...]):
-    """The README demo on tiny slides and a 4-iteration schedule: every stage runs and writes its files."""
+def test_demo_runs_every_stage_and_reuses_its_outputs(tmp_path: Path, tiny_overrides: tuple[str, ...]):
+    """The README demo on tiny slides and a 4-iteration schedule: synth, tile, train, eval, infer on the test
+    slide, whole-slide eval, mine; every stage writes its files, and a re-run reuses them."""
     sets = [*tiny_overrides, "train.max_iter=4", "train.checkpoint_every=2"]
     args = ["-q", "demo", "--out", str(tmp_path), "--workers", "1", *[a for kv in sets for a in ("--set", kv)]]
     first = CliRunner().invoke(cli, args)
@@ -73,6 +74,11 @@ def test_demo_runs_synth_tile_train_eval_and_reuses_its_outputs(tmp_path: Path, 
     report = json.loads((tmp_path / "train" / "test_report.json").read_text())
     assert report["mode"] == "patches (COCO)" and report["images"] > 0 and "mAP" in report["overall"]
     assert list((tmp_path / "tiles").glob("*.zarr")) and (tmp_path / "train" / "test_predictions.json").is_file()
+    maps = tmp_path / "maps"
+    assert (maps / "L0003.geojson").is_file() and (maps / "L0003.summary.json").is_file()
+    assert (maps / "summary.csv").is_file() and json.loads((maps / "eval_report.json").read_text())["images"] == 1
+    pool = json.loads((tmp_path / "pool" / "pool.json").read_text())
+    assert list(pool["slides"]) == ["U0001"] and not pool["failed"]
     again = CliRunner().invoke(cli, args)  # finished stages are reused, not redone or refused
     assert again.exit_code == 0, again.output
     assert json.loads((tmp_path / "train" / "test_report.json").read_text()) == report

@@ -25,7 +25,8 @@ def demo(out: Path, workers: int, overrides: tuple[str, ...]) -> None:
     """Generate a small synthpap set (3 labeled + 1 unlabeled slides, quick-looks, COCO patches), tile
     its slides into patch stores with QC images, train a tiny detector on the training patches and
     evaluate it on the test patches, then run it over the whole test slide (QuPath GeoJSON, summary,
-    ranked table) and evaluate that against the slide's ground truth. Re-running reuses what is done."""
+    ranked table), evaluate that against the slide's ground truth, and mine the unlabeled slide into the
+    unlabeled pool. Re-running reuses what is done."""
     import json
 
     from wsi_pipeline.cli.synth import run_synth
@@ -36,6 +37,7 @@ def demo(out: Path, workers: int, overrides: tuple[str, ...]) -> None:
     from wsi_pipeline.evaluation.report import evaluate_saved, format_report
     from wsi_pipeline.inference.batch import infer_slides
     from wsi_pipeline.io import write_json_atomic
+    from wsi_pipeline.mining.pool import mine_slides
     from wsi_pipeline.tiling.batch import summary_table, tile_slides
 
     patches, run = out / "patches", out / "train"
@@ -70,14 +72,29 @@ def demo(out: Path, workers: int, overrides: tuple[str, ...]) -> None:
     slide_report = evaluate_saved(truth, maps)
     write_json_atomic(maps / "eval_report.json", slide_report)
     click.echo(format_report(slide_report))
+
+    # the unlabeled pool for semi-supervised training: the unlabeled slide, screened by this detector
+    unlabeled = [out / "slides" / f"{sid}.tiff" for sid, role in sorted(roles.items()) if role == "unlabeled"]
+    pool = mine_slides(
+        unlabeled,
+        last,
+        out / "pool",
+        config,
+        model,
+        select_device(config.infer.device),
+        labeled=[patches / "train.json"],
+    )
+    if pool.failed:
+        raise click.ClickException(f"mine failed on {', '.join(o.slide_id for o in pool.failed)}")
     log.info(
         "demo done: %s/slides/*.quicklook.png (ground truth), %s/tiles/*.qc.png (tiling), %s/patches/*.json "
         "(COCO), %s (detector, metrics.csv, test report); lesion maps %s/*.geojson (drag onto the slide in "
-        "QuPath), summaries and the ranked table %s/summary.csv",
+        "QuPath), summaries and the ranked table %s/summary.csv; unlabeled pool %s",
         out,
         out,
         out,
         run,
         maps,
         maps,
+        out / "pool",
     )
