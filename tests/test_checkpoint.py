@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from wsi_pipeline.config import ModelConfig, PipelineConfig, TrainConfig, config_to_dict
-from wsi_pipeline.engine.checkpoint import content_digest, load_checkpoint, model_from_checkpoint, save_checkpoint
+from wsi_pipeline.modeling.checkpoint import content_digest, load_checkpoint, model_from_checkpoint, save_checkpoint
 from wsi_pipeline.methods import build_method
 
 TINY = ModelConfig(backbone="tiny", fpn_channels=16)

@@ -31,11 +31,11 @@ def demo(out: Path, workers: int, overrides: tuple[str, ...]) -> None:
 
     from wsi_pipeline.cli.synth import run_synth
     from wsi_pipeline.device import select_device
-    from wsi_pipeline.engine.checkpoint import model_from_checkpoint
-    from wsi_pipeline.engine.predict import evaluate_checkpoint
+    from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
     from wsi_pipeline.engine.run import run_training
     from wsi_pipeline.evaluation.report import evaluate_saved, format_report
     from wsi_pipeline.inference.batch import infer_slides
+    from wsi_pipeline.inference.patches import evaluate_checkpoint
     from wsi_pipeline.io import write_json_atomic
     from wsi_pipeline.mining.pool import mine_slides
     from wsi_pipeline.tiling.batch import summary_table, tile_slides

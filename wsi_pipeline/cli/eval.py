@@ -83,7 +83,7 @@ def eval_cmd(
         raise click.UsageError(f"--checkpoint predicts COCO patch sets; {gt_path} is not a COCO .json")
     if checkpoint is not None:  # torch is imported only here: evaluating saved predictions stays light
         from wsi_pipeline.device import select_device
-        from wsi_pipeline.engine.predict import evaluate_checkpoint
+        from wsi_pipeline.inference.patches import evaluate_checkpoint
 
         report = evaluate_checkpoint(
             gt_path, checkpoint, select_device(device), save_pred, max_dets, progress=progress_enabled()

@@ -47,7 +47,7 @@ def infer(
     from wsi_pipeline.cli.common import load_cli_config
     from wsi_pipeline.config import PipelineConfig
     from wsi_pipeline.device import select_device
-    from wsi_pipeline.engine.checkpoint import model_from_checkpoint
+    from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
     from wsi_pipeline.inference.batch import infer_slides
 
     if device is not None:

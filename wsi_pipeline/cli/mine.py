@@ -55,7 +55,7 @@ def mine(
     """
     from wsi_pipeline.config import PipelineConfig
     from wsi_pipeline.device import select_device
-    from wsi_pipeline.engine.checkpoint import model_from_checkpoint
+    from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
     from wsi_pipeline.mining.pool import mine_slides
 
     if device is not None:

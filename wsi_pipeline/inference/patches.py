@@ -1,11 +1,13 @@
 """A trained detector on COCO patch sets: validation during training, ``eval --checkpoint``, benchmarks.
 
-Boxes are xyxy in patch pixels (the patch's own frame, as stored in the COCO file); labels are lesion
-class ids (``wsi_pipeline.taxonomy``).
+The same :class:`~wsi_pipeline.inference.predictor.Predictor` as whole slides go through, fed by reader
+threads. Boxes are xyxy in patch pixels (the patch's own frame, as stored in the COCO file); labels are
+lesion class ids (``wsi_pipeline.taxonomy``).
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -14,24 +16,29 @@ import torch
 from tqdm import tqdm
 
 from wsi_pipeline.data.datasets import CocoPatchDataset
-from wsi_pipeline.data.image import to_tensor
+from wsi_pipeline.inference.predictor import Predictor
 from wsi_pipeline.types import ImageBoxes
 
 
-@torch.no_grad()
 def predict_patches(
-    model: torch.nn.Module, dataset: CocoPatchDataset, device: torch.device, batch: int = 4, progress: bool = False
-) -> dict[int, ImageBoxes]:
-    """Detections per COCO image id for every (unaugmented) patch of ``dataset``; ``model`` in eval mode."""
+    model: torch.nn.Module, dataset: CocoPatchDataset, device: torch.device, batch: int = 4, progress: bool = False,
+    workers: int = 2,
+) -> dict[int, ImageBoxes]:  # fmt: skip
+    """Detections per COCO image id for every (unaugmented) patch of ``dataset``; ``model`` in eval mode.
+    ``workers`` threads decode the next patches while the model runs."""
+    predictor = Predictor(model, device)
     preds: dict[int, ImageBoxes] = {}
-    with tqdm(total=len(dataset), desc="predict", unit="patch", disable=not progress) as bar:
-        for start in range(0, len(dataset), batch):
+    starts = range(0, len(dataset), batch)
+    with (
+        ThreadPoolExecutor(max(1, workers)) as pool,
+        tqdm(total=len(dataset), desc="predict", unit="patch", disable=not progress) as bar,
+    ):
+        loads = pool.map(lambda i: dataset.load(i)[0], range(len(dataset)))  # lazily consumed, in order
+        for start in starts:
             indices = range(start, min(start + batch, len(dataset)))
-            outputs = model([to_tensor(dataset.load(i)[0]).to(device) for i in indices])
+            outputs = predictor([next(loads) for _ in indices])
             for i, out in zip(indices, outputs, strict=True):
-                preds[dataset.image_id(i)] = ImageBoxes(
-                    out["boxes"].cpu().numpy(), out["labels"].cpu().numpy(), scores=out["scores"].cpu().numpy()
-                )
+                preds[dataset.image_id(i)] = ImageBoxes(out["boxes"], out["labels"], scores=out["scores"])
             bar.update(len(indices))
     return preds
 
@@ -83,7 +90,7 @@ def predict_coco_file(
     :func:`~wsi_pipeline.evaluation.inputs.load_coco` gives them for saved predictions (``save_pred``
     writes those, atomically), so fresh and saved predictions evaluate identically."""
     from wsi_pipeline.data.coco import read_coco
-    from wsi_pipeline.engine.checkpoint import model_from_checkpoint
+    from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
     from wsi_pipeline.evaluation.inputs import coco_detections, load_coco_gt
     from wsi_pipeline.io import write_json_atomic
 
