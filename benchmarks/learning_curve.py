@@ -39,10 +39,10 @@ def run_one(
 
     from wsi_pipeline.config import load_config
     from wsi_pipeline.data.datasets import CocoPatchDataset
-    from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
     from wsi_pipeline.engine.run import run_training
     from wsi_pipeline.evaluation.detection import evaluate
     from wsi_pipeline.inference.patches import coco_predictions
+    from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
 
     config = load_config(config_name, [*overrides, f"train.labeled_fraction={fraction}", f"train.seed={seed}"])
     saved = folder / "config.yaml"

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from wsi_pipeline.config import ModelConfig, PipelineConfig, TrainConfig, config_to_dict
-from wsi_pipeline.modeling.checkpoint import content_digest, load_checkpoint, model_from_checkpoint, save_checkpoint
 from wsi_pipeline.methods import build_method
+from wsi_pipeline.modeling.checkpoint import content_digest, load_checkpoint, model_from_checkpoint, save_checkpoint
 
 TINY = ModelConfig(backbone="tiny", fpn_channels=16)
 

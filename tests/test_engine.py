@@ -14,12 +14,12 @@ from PIL import Image
 from wsi_pipeline.cli.main import cli
 from wsi_pipeline.config import load_config
 from wsi_pipeline.data.datasets import CocoPatchDataset
-from wsi_pipeline.modeling.checkpoint import load_checkpoint, model_from_checkpoint
 from wsi_pipeline.engine.run import labeled_subset, run_training
 from wsi_pipeline.engine.schedule import BatchSchedule, lr_factor
 from wsi_pipeline.engine.trainer import Trainer, TrainingDiverged
 from wsi_pipeline.evaluation.detection import evaluate
 from wsi_pipeline.inference.patches import coco_predictions
+from wsi_pipeline.modeling.checkpoint import load_checkpoint, model_from_checkpoint
 
 NO_AUG = [
     "train.augment.hflip=0",

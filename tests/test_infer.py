@@ -119,3 +119,45 @@ def test_infer_output_evaluates_as_whole_slide_predictions(slides: Path, tmp_pat
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r").read_text())
     assert report["mode"] == "whole slides (GeoJSON)" and report["classes"]["HSIL"]["mAP"] == pytest.approx(1.0)
+
+
+def test_the_batch_report_shows_every_slide_ranked_with_its_lesions(slides: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    _infer(slides, out, "infer.triage.min_cell_area_mm2=0")
+    page = (out / "report.html").read_text()
+    # ranked: the two slides (high risk) before the failed one, each with its thumbnail, counts and gallery
+    assert page.index('href="#L0001"') < page.index('href="#broken"') and page.index('id="L0002"') > 0
+    assert page.count('class="badge high"') == 4  # two in the ranking, two in the sections
+    assert "ASC-H and SCC are outside the detector" in page
+    assert 'src="report/L0001.thumb.png"' in page and (out / "report" / "L0001.thumb.png").is_file()
+    summary = json.loads((out / "L0001.summary.json").read_text())
+    crops = summary["visuals"]["crops"]["HSIL"]
+    assert len(crops) == 8 and all((out / "report" / c["file"]).is_file() for c in crops)
+    assert f'src="report/{crops[0]["file"]}"' in page and "score 0.90" in page
+    assert "cannot open slide" in page  # the failed slide says why
+    from PIL import Image
+
+    thumb = Image.open(out / "report" / "L0001.thumb.png")
+    assert max(thumb.size) <= 640 and np.asarray(thumb)[..., 0].std() > 0  # a picture, not a blank
+
+
+@pytest.mark.slow
+def test_the_report_renders_in_headless_chromium(slides: Path, tmp_path: Path):
+    """Screenshot of report.html (Debian's chromium); look at tmp_path/report.png when changing the page."""
+    import subprocess
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    out = tmp_path / "out"
+    _infer(slides, out)
+    shot = tmp_path / "report.png"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+    page = (out / "report.html").as_uri()
+    window = ["--window-size=1100,900", f"--screenshot={shot}", f"--user-data-dir={tmp_path / 'profile'}"]
+    subprocess.run([chromium, *flags, *window, page], capture_output=True, timeout=120)
+    from PIL import Image
+
+    image = np.asarray(Image.open(shot).convert("RGB"))
+    assert image.shape[:2] == (900, 1100) and image.std() > 20  # rendered content, not an empty page

@@ -31,13 +31,13 @@ def demo(out: Path, workers: int, overrides: tuple[str, ...]) -> None:
 
     from wsi_pipeline.cli.synth import run_synth
     from wsi_pipeline.device import select_device
-    from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
     from wsi_pipeline.engine.run import run_training
     from wsi_pipeline.evaluation.report import evaluate_saved, format_report
     from wsi_pipeline.inference.batch import infer_slides
     from wsi_pipeline.inference.patches import evaluate_checkpoint
     from wsi_pipeline.io import write_json_atomic
     from wsi_pipeline.mining.pool import mine_slides
+    from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
     from wsi_pipeline.tiling.batch import summary_table, tile_slides
 
     patches, run = out / "patches", out / "train"
@@ -89,12 +89,13 @@ def demo(out: Path, workers: int, overrides: tuple[str, ...]) -> None:
     log.info(
         "demo done: %s/slides/*.quicklook.png (ground truth), %s/tiles/*.qc.png (tiling), %s/patches/*.json "
         "(COCO), %s (detector, metrics.csv, test report); lesion maps %s/*.geojson (drag onto the slide in "
-        "QuPath), summaries and the ranked table %s/summary.csv; unlabeled pool %s",
+        "QuPath), summaries, the ranked table %s/summary.csv and the report %s; unlabeled pool %s",
         out,
         out,
         out,
         run,
         maps,
         maps,
+        maps / "report.html",
         out / "pool",
     )

@@ -47,8 +47,8 @@ def infer(
     from wsi_pipeline.cli.common import load_cli_config
     from wsi_pipeline.config import PipelineConfig
     from wsi_pipeline.device import select_device
-    from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
     from wsi_pipeline.inference.batch import infer_slides
+    from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
 
     if device is not None:
         overrides = (*overrides, f"infer.device={device}")

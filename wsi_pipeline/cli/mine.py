@@ -55,8 +55,8 @@ def mine(
     """
     from wsi_pipeline.config import PipelineConfig
     from wsi_pipeline.device import select_device
-    from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
     from wsi_pipeline.mining.pool import mine_slides
+    from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
 
     if device is not None:
         overrides = (*overrides, f"infer.device={device}")

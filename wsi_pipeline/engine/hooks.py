@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from wsi_pipeline.modeling.checkpoint import save_checkpoint
 from wsi_pipeline.engine.schedule import lr_factor
 from wsi_pipeline.engine.trainer import HookBase
 from wsi_pipeline.methods import TrainingMethod
+from wsi_pipeline.modeling.checkpoint import save_checkpoint
 
 log = logging.getLogger(__name__)
 

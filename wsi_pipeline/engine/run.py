@@ -23,7 +23,6 @@ from wsi_pipeline.data.batch import detection_collate, original_errors
 from wsi_pipeline.data.datasets import CocoPatchDataset
 from wsi_pipeline.device import select_device
 from wsi_pipeline.distributed import DistInfo, cleanup, init_distributed
-from wsi_pipeline.modeling.checkpoint import load_checkpoint
 from wsi_pipeline.engine.hooks import Checkpointer, Evaluator, HookBase, LRSchedule, MetricsLog
 from wsi_pipeline.engine.schedule import BatchSchedule
 from wsi_pipeline.engine.trainer import Trainer
@@ -31,6 +30,7 @@ from wsi_pipeline.evaluation.detection import evaluate
 from wsi_pipeline.inference.patches import coco_ground_truth, predict_patches
 from wsi_pipeline.io import remove_stale_temporaries
 from wsi_pipeline.methods import build_method, method_class
+from wsi_pipeline.modeling.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from wsi_pipeline import __version__
 from wsi_pipeline.config import PipelineConfig, config_to_dict, save_config
 from wsi_pipeline.data.patch_store import slide_fingerprint
 from wsi_pipeline.export.qupath import GeoJsonStream
+from wsi_pipeline.export.report import slide_visuals, write_report
 from wsi_pipeline.inference.predictor import Predictor
 from wsi_pipeline.inference.slide import SlideRun, detect_slide
 from wsi_pipeline.inference.summary import SlideSummary
@@ -31,6 +34,7 @@ from wsi_pipeline.slide import open_slide
 from wsi_pipeline.slide.discover import SLIDE_SUFFIXES, discover_slides, name_clashes, slide_ids
 from wsi_pipeline.slide.open import IMAGE_SUFFIXES
 from wsi_pipeline.slide.reader import slide_name
+from wsi_pipeline.taxonomy import BY_ID
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +118,7 @@ def infer_slides(
             outcome = InferOutcome(sid, str(path), "failed", reason=reason)
         result.outcomes.append(outcome)
     write_batch_table(result)
+    write_batch_report(result)
     return result
 
 
@@ -142,13 +147,18 @@ def _infer_one(
         summary = SlideSummary(cfg.top_n, cfg.triage)
         run = SlideRun(plan=None, mpp=slide_mpp)  # type: ignore[arg-type]
         header = {**provenance, "slide_fingerprint": fingerprint}
+        overlay: list[tuple[str, list[float]]] = []  # what the thumbnail shows: confident lesions, bounded
         with GeoJsonStream(
             geojson, slide_id=sid, mpp=slide_mpp, object_type=cfg.object_type, provenance=header
         ) as stream:
             for dets in detect_slide(reader, predictor, cfg, config.model.input_mpp, config.tile.foreground, run):
                 stream.write(dets)
                 summary.add(dets)
+                for k in np.flatnonzero(dets.scores >= OVERLAY_SCORE)[: OVERLAY_MAX - len(overlay)]:
+                    overlay.append((BY_ID[int(dets.labels[k])].code, dets.boxes[k].tolist()))
         report = summary.result(run.plan.foreground_mm2)
+        visuals = out / "report"
+        report["visuals"] = slide_visuals(reader, run.plan.thumb, run.plan.mask_mpp, overlay, report, visuals, sid)
         report.update(
             {
                 "slide_id": sid,
@@ -184,13 +194,41 @@ def _finished(summary: Path, geojson: Path, checkpoint_sha: str, settings: str, 
     return data if same else None
 
 
+OVERLAY_SCORE = 0.5  # lesions drawn on the report's thumbnails
+OVERLAY_MAX = 5000
+
+
+def ranked(outcomes: list[InferOutcome]) -> list[InferOutcome]:
+    """High risk, review, negative, unsatisfactory, then failed; by falling risk within each."""
+    order = {"high risk": 0, "review": 1, "negative": 2, "unsatisfactory": 3, "": 4}
+    return sorted(outcomes, key=lambda o: (order.get(o.category, 4), -(o.risk or 0.0), o.slide_id))
+
+
+def write_batch_report(result: InferResult) -> None:
+    """``report.html``: the slides as ranked in ``summary.csv``, with thumbnails and lesion galleries."""
+    rows = []
+    for o in ranked(result.outcomes):
+        path = result.out / f"{o.slide_id}.summary.json"
+        if o.status != "failed" and path.is_file():
+            rows.append({"slide_id": o.slide_id, "status": o.status, "summary": json.loads(path.read_text())} | {
+                "visuals": json.loads(path.read_text()).get("visuals")})  # fmt: skip
+        else:
+            rows.append({"slide_id": o.slide_id, "status": "failed", "reason": o.reason})
+    done = sum(r["status"] != "failed" for r in rows)
+    note = (
+        f"{done} slide(s) ranked by risk, {len(rows) - done} failed. Risk: max over classes of severity x mean of "
+        "the top scores; unsatisfactory: too few cells to judge. ASC-H and SCC are outside the detector's four "
+        "classes (ASC-US, LSIL, HSIL, AGC): a negative call does not rule them out. A screening aid, not a diagnosis."
+    )
+    write_report(result.out / "report.html", rows, "wsi-pipeline slide triage", note)
+
+
 COLUMNS = ("rank", "slide_id", "category", "risk", "lesions", "status", "path", "reason")
 
 
 def write_batch_table(result: InferResult) -> None:
     """``summary.csv``: slides ranked by risk (highest first), unsatisfactory and failed slides last."""
-    order = {"high risk": 0, "review": 1, "negative": 2, "unsatisfactory": 3, "": 4}
-    rows = sorted(result.outcomes, key=lambda o: (order.get(o.category, 4), -(o.risk or 0.0), o.slide_id))
+    rows = ranked(result.outcomes)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(COLUMNS)

@@ -90,9 +90,9 @@ def predict_coco_file(
     :func:`~wsi_pipeline.evaluation.inputs.load_coco` gives them for saved predictions (``save_pred``
     writes those, atomically), so fresh and saved predictions evaluate identically."""
     from wsi_pipeline.data.coco import read_coco
-    from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
     from wsi_pipeline.evaluation.inputs import coco_detections, load_coco_gt
     from wsi_pipeline.io import write_json_atomic
+    from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
 
     coco = read_coco(gt_path)
     gts, cats, labels = load_coco_gt(coco)
