@@ -76,3 +76,26 @@ def test_prediction_without_score_is_a_clear_error(tiny_dataset: Path, tmp_path:
     result = CliRunner().invoke(cli, ["eval", "--gt", str(gt), "--pred", str(pred)])
     assert result.exit_code == 1
     assert "L0001.geojson: feature 0 has no score" in result.output
+
+
+def test_nucleus_centred_labels_score_by_centre_and_pair_by_slide_name(tmp_path: Path):
+    """CRIC-style ground truth (cric-<id>-gt.geojson, nucleus-centred labels) against infer's <id>.geojson."""
+    truth, pred = tmp_path / "gt", tmp_path / "pred"
+    truth.mkdir()
+    nuclei = [Annotation(Box(95, 95, 105, 105), "HSIL"), Annotation(Box(395, 195, 405, 205), "LSIL")]
+    write_geojson(truth / "cric-f00d-gt.geojson", nuclei, slide_id="f00d", mpp=0.25)
+    cells = [  # whole cells around the nuclei: IoU with the small labels is low, their centres are inside
+        Annotation(Box(60, 60, 150, 160), "HSIL", {"score": 0.9}),
+        Annotation(Box(350, 150, 440, 260), "LSIL", {"score": 0.8}),
+    ]
+    write_geojson(pred / "f00d.geojson", cells, slide_id="f00d", mpp=0.25)
+    out = {}
+    for match in ("iou", "centre"):
+        result = CliRunner().invoke(
+            cli,
+            ["-q", "eval", "--gt", str(truth), "--pred", str(pred), "--match", match, "--out", str(tmp_path / match)],
+        )
+        assert result.exit_code == 0, result.output
+        out[match] = json.loads((tmp_path / match).read_text())
+    assert out["centre"]["overall"]["mAP"] == 1.0 and out["centre"]["images"] == 1
+    assert out["iou"]["overall"]["mAP"] < 0.5  # boxes of another size: IoU cannot tell they agree

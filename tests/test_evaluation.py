@@ -143,3 +143,22 @@ def test_equals_pycocotools_cocoeval(seed, max_dets, capsys):
     assert np.allclose(np.nan_to_num(ours.ap), np.nan_to_num(ref_ap), atol=1e-6), (ours.ap, ref_ap)
     ref_recall = np.where(ref_recall < 0, np.nan, ref_recall)
     assert np.allclose(np.nan_to_num(ours.recall), np.nan_to_num(ref_recall), atol=1e-6)
+
+
+def test_centre_matching_by_hand():
+    from wsi_pipeline.evaluation.detection import centre_hits
+
+    dets = np.array([[0.0, 0.0, 10, 10], [20, 20, 40, 30]])
+    gts = np.array([[5.0, 5, 5, 5], [9, 1, 9, 1], [30, 25, 30, 25], [50, 50, 52, 52]])  # centres (points)
+    hits = centre_hits(dets, gts)
+    # det 0 (centre 5,5; half-size 5): gt 0 at its centre -> 1.0; gt 1 offset (4, 4)/5 = 0.8 -> 0.6
+    assert hits[0].tolist() == pytest.approx([1.0, 0.6, 0.0, 0.0])
+    assert hits[1].tolist() == pytest.approx([0.0, 0.0, 1.0, 0.0])
+    gt = {"s": ImageBoxes(gts[:3], np.array([3, 3, 1]), ignore=np.zeros(3, bool))}
+    # one detection containing two HSIL centres hits one of them (the nearest); the ASC-US one is hit too
+    pred = {"s": ImageBoxes(dets, np.array([3, 1]), scores=np.array([0.9, 0.8]))}
+    m = evaluate(gt, pred, CLASSES, match="centre")
+    assert m.ious == (0.5,) and m.summary()["classes"]["ASC-US"]["mAP"] == pytest.approx(1.0)
+    assert m.recall[2, 0] == pytest.approx(0.5)  # HSIL: 1 of 2 centres
+    with pytest.raises(ValueError, match="match must be"):
+        evaluate(gt, pred, CLASSES, match="box")

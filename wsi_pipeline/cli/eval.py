@@ -47,6 +47,13 @@ from wsi_pipeline.cli.common import fail_cleanly, log, progress_enabled
     "(default: refuse, naming them).",
 )
 @click.option(
+    "--match",
+    type=click.Choice(["iou", "centre"]),
+    default="iou",
+    show_default=True,
+    help="centre: labels mark cells' centres (CRIC); a detection hits a label whose centre it contains.",
+)
+@click.option(
     "--max-dets",
     type=click.IntRange(min=1),
     default=100,
@@ -62,6 +69,7 @@ def eval_cmd(
     device: str,
     out_path: Path | None,
     missing_as_empty: bool,
+    match: str,
     max_dets: int,
 ) -> None:
     """Evaluate detections the paper's way: mean AP over IoU 0.10, 0.15, ..., 0.70 per lesion class.
@@ -86,13 +94,13 @@ def eval_cmd(
         from wsi_pipeline.inference.patches import evaluate_checkpoint
 
         report = evaluate_checkpoint(
-            gt_path, checkpoint, select_device(device), save_pred, max_dets, progress=progress_enabled()
+            gt_path, checkpoint, select_device(device), save_pred, max_dets, progress=progress_enabled(), match=match
         )
         if save_pred is not None:
             log.info("predictions written to %s", save_pred)
     else:
         assert pred_path is not None
-        report = evaluate_saved(gt_path, pred_path, max_dets, missing_as_empty)
+        report = evaluate_saved(gt_path, pred_path, max_dets, missing_as_empty, match)
     click.echo(format_report(report))
     if out_path is not None:
         write_json_atomic(out_path, report)

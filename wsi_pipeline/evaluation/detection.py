@@ -41,8 +41,24 @@ def box_iou(dets: np.ndarray, gts: np.ndarray, crowd: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
+def centre_hits(dets: np.ndarray, gts: np.ndarray) -> np.ndarray:
+    """``(n_det, n_gt)`` similarity for labels that mark a cell's centre (CRIC's nucleus-centred labels):
+    0 when the detection does not contain the label's centre, else 0.5 + 0.5 x closeness (1 at the
+    detection's own centre, 0.5 at its border), so a threshold of 0.5 means "contains the centre" and the
+    greedy matching prefers the nearest centre."""
+    if len(dets) == 0 or len(gts) == 0:
+        return np.zeros((len(dets), len(gts)))
+    dets, gts = np.asarray(dets, np.float64), np.asarray(gts, np.float64)
+    gx, gy = (gts[:, 0] + gts[:, 2]) / 2, (gts[:, 1] + gts[:, 3]) / 2
+    dx, dy = (dets[:, 0] + dets[:, 2]) / 2, (dets[:, 1] + dets[:, 3]) / 2
+    half_w = np.maximum((dets[:, 2] - dets[:, 0]) / 2, 1e-9)[:, None]
+    half_h = np.maximum((dets[:, 3] - dets[:, 1]) / 2, 1e-9)[:, None]
+    off = np.maximum(np.abs(gx[None] - dx[:, None]) / half_w, np.abs(gy[None] - dy[:, None]) / half_h)
+    return np.where(off <= 1.0, 0.5 + 0.5 * (1.0 - off), 0.0)
+
+
 def _match_image(
-    det_boxes: np.ndarray, gt_boxes: np.ndarray, gt_ignore: np.ndarray, ious: Sequence[float]
+    det_boxes: np.ndarray, gt_boxes: np.ndarray, gt_ignore: np.ndarray, ious: Sequence[float], match: str = "iou"
 ) -> tuple[np.ndarray, np.ndarray]:
     """COCOeval.evaluateImg for one image and class. Detections must be sorted by score.
 
@@ -50,7 +66,7 @@ def _match_image(
     """
     order = np.argsort(gt_ignore, kind="mergesort")  # regular boxes first, ignore regions last
     gt_boxes, gt_ignore = gt_boxes[order], gt_ignore[order]
-    iou = box_iou(det_boxes, gt_boxes, gt_ignore)
+    iou = centre_hits(det_boxes, gt_boxes) if match == "centre" else box_iou(det_boxes, gt_boxes, gt_ignore)
     n_det, n_gt = len(det_boxes), len(gt_boxes)
     matched = np.zeros((len(ious), n_det), bool)
     det_ignored = np.zeros((len(ious), n_det), bool)
@@ -148,13 +164,17 @@ def evaluate(
     ious: Sequence[float] = PAPER_IOUS,
     max_dets: int | None = 100,
     confusion_iou: float = 0.3,
+    match: str = "iou",
 ) -> DetectionMetrics:
     """AP per class and IoU threshold over all images (keys of ``gts``; missing predictions = none).
 
     ``max_dets`` keeps each image's top-scoring detections (COCO's 100 for patches; ``None`` for whole
-    slides, which hold thousands of cells).
+    slides, which hold thousands of cells). ``match="centre"`` scores labels that mark a cell's centre: a
+    detection hits a label when it contains the label's centre (:func:`centre_hits`), one threshold (0.5).
     """
-    ious = tuple(float(t) for t in ious)
+    if match not in ("iou", "centre"):
+        raise ValueError(f"match must be 'iou' or 'centre', not {match!r}")
+    ious = (0.5,) if match == "centre" else tuple(float(t) for t in ious)
     class_ids = tuple(sorted(classes))
     ap = np.full((len(class_ids), len(ious)), np.nan)
     recall = np.full_like(ap, np.nan)
@@ -175,7 +195,7 @@ def evaluate(
             if max_dets is not None:
                 order = order[:max_dets]
             d_boxes = pr.boxes[d_sel].reshape(-1, 4)[order]
-            m, ig = _match_image(d_boxes, g_boxes, g_ign, ious)
+            m, ig = _match_image(d_boxes, g_boxes, g_ign, ious, match)
             scores.append(d_scores[order])
             matched.append(m)
             ignored.append(ig)
@@ -191,13 +211,17 @@ def evaluate(
             tp = (m_all[t] & keep)[keep]
             fp = (~m_all[t] & keep)[keep]
             ap[k, t], recall[k, t] = interpolated_ap(tp, fp, n_gt)
-    confusion = class_confusion(gts, preds, classes, confusion_iou)
+    confusion = class_confusion(gts, preds, classes, 0.5 if match == "centre" else confusion_iou, match)
     names = tuple(classes[c] for c in class_ids)
     return DetectionMetrics(class_ids, names, ious, ap, recall, n_gt_all, confusion)
 
 
 def class_confusion(
-    gts: dict[object, ImageBoxes], preds: dict[object, ImageBoxes], classes: dict[int, str], iou: float = 0.3
+    gts: dict[object, ImageBoxes],
+    preds: dict[object, ImageBoxes],
+    classes: dict[int, str],
+    iou: float = 0.3,
+    match: str = "iou",
 ) -> dict[str, dict[str, int]]:
     """Confusion between lesion classes, class-agnostic matching at ``iou``.
 
@@ -213,7 +237,11 @@ def class_confusion(
         g_boxes, g_labels = gt.boxes[keep].reshape(-1, 4), gt.labels[keep]
         scores = pr.scores if pr.scores is not None else np.ones(len(pr.labels))
         order = np.argsort(-scores, kind="mergesort")
-        overlap = box_iou(pr.boxes.reshape(-1, 4)[order], g_boxes, np.zeros(len(g_boxes), bool))
+        d_boxes = pr.boxes.reshape(-1, 4)[order]
+        if match == "centre":
+            overlap = centre_hits(d_boxes, g_boxes)
+        else:
+            overlap = box_iou(d_boxes, g_boxes, np.zeros(len(g_boxes), bool))
         taken = np.zeros(len(g_boxes), bool)
         for d, det_label in enumerate(pr.labels[order]):
             cand = np.where(~taken & (overlap[d] >= iou), overlap[d], -1.0) if len(g_boxes) else np.zeros(0)

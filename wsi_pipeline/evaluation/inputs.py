@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from wsi_pipeline.data.annotation_match import names_slide
 from wsi_pipeline.data.coco import CocoFile, lesion_categories, read_coco
 from wsi_pipeline.data.geojson_io import read_geojson
 from wsi_pipeline.taxonomy import BY_CODE, LabelTally
@@ -129,16 +130,32 @@ def _geojson_files(path: Path) -> dict[str, Path]:
     return {p.name.removesuffix(".gz").removesuffix(".geojson").removesuffix(".pred"): p for p in files}
 
 
+def _by_slide(gt_files: dict[str, Path], slides: set[str]) -> dict[str, Path]:
+    """Ground-truth files keyed by the slide they name (``cric-<id>-gt.geojson`` -> ``<id>``, the whole-token
+    rule of :mod:`wsi_pipeline.data.annotation_match`, longest name first); files naming no predicted slide
+    keep their own name."""
+    keyed: dict[str, Path] = {}
+    for stem, path in gt_files.items():
+        named = [sid for sid in slides if sid == stem or names_slide(stem, sid)]
+        key = stem if stem in slides or not named else max(named, key=len)
+        if key in keyed:
+            raise ValueError(f"{path}: names slide {key}, as {keyed[key].name} does: one ground-truth file per slide")
+        keyed[key] = path
+    return keyed
+
+
 def load_slides(
-    gt_path: Path, pred_path: Path, missing_as_empty: bool = False
+    gt_path: Path, pred_path: Path, missing_as_empty: bool = False, points: bool = False
 ) -> tuple[dict[object, ImageBoxes], dict[object, ImageBoxes], str]:
     """Per-slide ground truth and predictions keyed by slide id. A ground-truth slide without a prediction
     file is an error naming the slides (``infer`` writes a file for every slide, empty or not), unless
     ``missing_as_empty`` counts them as slides where nothing was detected. Prediction labels outside the
-    four classes are dropped with a warning that counts them."""
+    four classes are dropped with a warning that counts them. ``points``: ground-truth Points (cell centres)
+    are kept, as 1-pixel boxes, for centre matching."""
     gt_files, pred_files = _geojson_files(gt_path), _geojson_files(pred_path)
     if gt_path.is_file() and pred_path.is_file():
         pred_files = {next(iter(gt_files)): pred_path}
+    gt_files = _by_slide(gt_files, set(pred_files))
     unknown = sorted(set(pred_files) - set(gt_files))
     if unknown:
         raise ValueError(f"{pred_path}: predictions for slides without ground truth: {', '.join(unknown[:5])}")
@@ -152,7 +169,7 @@ def load_slides(
     tally, pred_tally = LabelTally(), LabelTally()
     gts, preds = {}, {}
     for sid, path in gt_files.items():
-        anns = read_geojson(path, tally)
+        anns = read_geojson(path, tally, point_box=1.0 if points else None)
         gts[sid] = ImageBoxes(
             np.array([a.box.xyxy for a in anns], float).reshape(-1, 4),
             np.array([BY_CODE[a.label].id for a in anns], int),

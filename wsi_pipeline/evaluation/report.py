@@ -20,13 +20,15 @@ def evaluation_report(
     gt: Path,
     pred: Path,
     max_dets: int = 100,
+    match: str = "iou",
 ) -> dict[str, Any]:
     """The full report (per class and IoU, overall, confusion) plus what was evaluated; patches (``coco``)
     keep ``max_dets`` detections each, whole slides are never capped."""
-    report = evaluate(gts, preds, max_dets=max_dets if coco else None).summary()
+    report = evaluate(gts, preds, max_dets=max_dets if coco else None, match=match).summary()
     report.update(
         {
             "mode": "patches (COCO)" if coco else "whole slides (GeoJSON)",
+            "match": "IoU" if match == "iou" else "centre (a detection hits a label whose centre it contains)",
             "images": len(gts),
             "labels": labels,
             "gt": str(gt),
@@ -36,14 +38,16 @@ def evaluation_report(
     return report
 
 
-def evaluate_saved(gt: Path, pred: Path, max_dets: int = 100, missing_as_empty: bool = False) -> dict[str, Any]:
+def evaluate_saved(
+    gt: Path, pred: Path, max_dets: int = 100, missing_as_empty: bool = False, match: str = "iou"
+) -> dict[str, Any]:
     """Report for saved predictions: COCO results against a COCO file, or per-slide GeoJSON (a slide
-    without predictions is an error unless ``missing_as_empty``)."""
+    without predictions is an error unless ``missing_as_empty``; point labels count with ``match="centre"``)."""
     from wsi_pipeline.evaluation.inputs import load_coco, load_slides
 
     coco = gt.suffix == ".json" and pred.suffix == ".json"
-    gts, preds, labels = load_coco(gt, pred) if coco else load_slides(gt, pred, missing_as_empty)
-    return evaluation_report(gts, preds, labels, coco=coco, gt=gt, pred=pred, max_dets=max_dets)
+    gts, preds, labels = load_coco(gt, pred) if coco else load_slides(gt, pred, missing_as_empty, match == "centre")
+    return evaluation_report(gts, preds, labels, coco=coco, gt=gt, pred=pred, max_dets=max_dets, match=match)
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -52,14 +56,15 @@ def format_report(report: dict[str, Any]) -> str:
     def f(v: float | None) -> str:
         return "  -  " if v is None else f"{100 * v:5.1f}"
 
+    match = "" if report.get("match", "IoU") == "IoU" else f"; match by {report['match']}"
     lines = [
-        f"{report['mode']}: {report['images']} image(s); labels {report['labels']}",
+        f"{report['mode']}: {report['images']} image(s); labels {report['labels']}{match}",
         f"{'class':8s} {'n_gt':>6s} {'mAP':>6s} {'AP10':>6s} {'AP30':>6s} {'AP50':>6s} {'R10':>6s} {'R50':>6s}",
     ]
     for name, row in report["classes"].items():
         lines.append(
-            f"{name:8s} {row['n_gt']:6d} {f(row['mAP']):>6s} {f(row['AP10']):>6s} {f(row['AP30']):>6s} "
-            f"{f(row['AP50']):>6s} {f(row['recall10']):>6s} {f(row['recall50']):>6s}"
+            f"{name:8s} {row['n_gt']:6d} {f(row['mAP']):>6s} {f(row.get('AP10')):>6s} {f(row.get('AP30')):>6s} "
+            f"{f(row.get('AP50')):>6s} {f(row.get('recall10')):>6s} {f(row.get('recall50')):>6s}"
         )
     o = report["overall"]
     lines.append(

@@ -112,6 +112,7 @@ def evaluate_checkpoint(
     save_pred: Path | None = None,
     max_dets: int = 100,
     progress: bool = False,
+    match: str = "iou",
 ) -> dict[str, Any]:
     """``wsi-pipeline eval --checkpoint``: the evaluation report of a checkpoint's model on a COCO file's
     patches (``save_pred`` also keeps its predictions as COCO results)."""
@@ -119,4 +120,4 @@ def evaluate_checkpoint(
 
     gts, preds, labels = predict_coco_file(gt_path, checkpoint, device, save_pred, progress)
     pred = save_pred or checkpoint
-    return evaluation_report(gts, preds, labels, coco=True, gt=gt_path, pred=pred, max_dets=max_dets)
+    return evaluation_report(gts, preds, labels, coco=True, gt=gt_path, pred=pred, max_dets=max_dets, match=match)
