@@ -162,3 +162,18 @@ def test_centre_matching_by_hand():
     assert m.recall[2, 0] == pytest.approx(0.5)  # HSIL: 1 of 2 centres
     with pytest.raises(ValueError, match="match must be"):
         evaluate(gt, pred, CLASSES, match="box")
+
+
+def test_slide_level_metrics_and_thresholds_by_hand():
+    from wsi_pipeline.evaluation.slides import choose_thresholds, rates, roc_auc
+
+    pos, neg = [0.9, 0.7, 0.4, 0.35], [0.1, 0.2, 0.3, 0.45, 0.05]
+    assert rates(pos, neg, 0.4) == (0.75, 0.8)  # 0.35 missed; 0.45 flagged
+    assert roc_auc(pos, neg) == pytest.approx(18 / 20)  # 0.4 and 0.35 each lose to 0.45
+    review, high = choose_thresholds(pos, neg, sensitivity=1.0, specificity=1.0)
+    assert review == 0.35  # every positive flagged
+    assert 0.45 < high <= 0.45 + 1e-12  # every negative below: just above the highest one, 0.45
+    assert choose_thresholds(pos, neg, 1.0, 0.8) == (0.35, 0.35)  # 4 of 5 below 0.3+: high never below review
+    assert choose_thresholds(pos, neg, 0.5, 1.0) == (0.7, 0.7)  # half the positives: 0.9 and 0.7
+    with pytest.raises(ValueError, match="needs positive"):
+        choose_thresholds([], neg, 1.0, 0.9)
