@@ -15,8 +15,9 @@ from test_infer import FixedModel
 from wsi_pipeline.config import load_config
 from wsi_pipeline.data.datasets import PatchStoreDataset
 from wsi_pipeline.data.patch_store import PatchStore
+from wsi_pipeline.data.splits import read_patients
 from wsi_pipeline.inference.merge import Detections
-from wsi_pipeline.mining.pool import choose_windows, mine_slides, pool_stores, read_patients
+from wsi_pipeline.mining.pool import choose_windows, mine_slides, pool_stores
 
 SMALL = ("infer.patch_size=512", "infer.overlap=64", "mine.top_k=3")
 
@@ -84,3 +85,14 @@ def test_windows_are_centred_clamped_deduplicated_and_negatives_follow():
     assert chosen[0][0].tolist() == [0.0, 0.0, 400.0, 400.0]  # clamped into the slide
     assert chosen[1][0].tolist() == [600.0, 600.0, 1000.0, 1000.0]
     assert chosen[2][0].tolist() == [320.0, 320.0, 720.0, 720.0]
+
+
+def test_patient_splits_keep_a_patients_slides_together():
+    from wsi_pipeline.data.splits import assign_splits, assign_splits_by_patient
+
+    slides = [f"S{i}" for i in range(20)]
+    assert assign_splits_by_patient(slides, {}, (0.6, 0.2, 0.2), 3) == assign_splits(20, (0.6, 0.2, 0.2), 3)
+    table = {f"S{i}": f"P{i // 2}" for i in range(20)}  # two slides per patient
+    roles = assign_splits_by_patient(slides, table, (0.6, 0.2, 0.2), 3)
+    assert all(roles[i] == roles[i + 1] for i in range(0, 20, 2))
+    assert sorted(roles).count("train") == 12  # round(10 patients x 0.6) x 2 slides

@@ -36,6 +36,12 @@ from wsi_pipeline.cli.common import config_options, fail_cleanly, load_cli_confi
     help="With --annotations: each slide's file is named exactly so, e.g. '{slide}-gt.geojson' "
     "(default: the file that names the slide as a whole token).",
 )
+@click.option(
+    "--patients",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --annotations: CSV of slide_id,patient_id; a patient's slides share one split (default: "
+    "each slide is its own patient).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace stores in --out that were made from other slide files.")
 @fail_cleanly
 def tile(
@@ -49,6 +55,7 @@ def tile(
     scheduler: str,
     workers: int,
     annotation_pattern: str | None,
+    patients: Path | None,
     overwrite: bool,
 ) -> None:
     """Tile slides (files, folders, or list files) into per-slide patch stores.
@@ -68,7 +75,9 @@ def tile(
     if annotations is not None:
         from wsi_pipeline.tiling.labeled import cut_labeled_dataset
 
-        labeled = cut_labeled_dataset(inputs, annotations, out, config, mpp=mpp, progress=progress_enabled())
+        labeled = cut_labeled_dataset(
+            inputs, annotations, out, config, mpp=mpp, progress=progress_enabled(), patients=patients
+        )
         click.echo(labeled.report())
         if labeled.failures:
             raise click.ClickException(f"{len(labeled.failures)} slide(s) failed")

@@ -16,7 +16,6 @@ slide itself) appears among the labeled slides (``--labeled``: COCO files) is re
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import shutil
@@ -40,6 +39,7 @@ from wsi_pipeline.data.patch_store import (
     verify_store,
     write_patches,
 )
+from wsi_pipeline.data.splits import read_patients
 from wsi_pipeline.inference.batch import file_sha256
 from wsi_pipeline.inference.merge import Detections
 from wsi_pipeline.inference.predictor import Predictor
@@ -54,32 +54,14 @@ from wsi_pipeline.taxonomy import LESION_CLASSES
 log = logging.getLogger(__name__)
 
 
-def read_patients(path: Path | None) -> dict[str, str]:
-    """``slide_id,patient_id`` rows (a header row is allowed) -> {slide: patient}; no table: {}."""
-    if path is None:
-        return {}
-    try:
-        rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
-    except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not a readable slide,patient table ({err})") from None
-    table = {}
-    for k, row in enumerate(rows):
-        if not row or row[0].startswith("#") or (k == 0 and row[0].strip().lower() in ("slide", "slide_id")):
-            continue
-        if len(row) < 2 or not row[0].strip() or not row[1].strip():
-            raise ValueError(f"{path}: line {k + 1}: expected slide_id,patient_id")
-        table[row[0].strip()] = row[1].strip()
-    return table
-
-
 def labeled_patients(labeled: Sequence[Path], patients: dict[str, str]) -> dict[str, str]:
     """Patients of the labeled set's slides (the COCO files' ``slide_id``): {patient: a slide of theirs}."""
     found = {}
     for path in labeled:
         for img in read_coco(path).images:
             sid = str(img.get("slide_id", ""))
-            if sid:
-                found.setdefault(patients.get(sid, sid), sid)
+            if sid:  # the table first, then the patient the labeled set recorded, then the slide itself
+                found.setdefault(patients.get(sid, str(img.get("patient_id") or sid)), sid)
     return found
 
 

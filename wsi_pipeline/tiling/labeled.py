@@ -29,7 +29,7 @@ from wsi_pipeline.data.annotation_match import pair_annotations
 from wsi_pipeline.data.coco import CocoBuilder
 from wsi_pipeline.data.geojson_io import read_geojson
 from wsi_pipeline.data.labeled_patches import FrameReader, cut_labeled_patches
-from wsi_pipeline.data.splits import SPLITS, assign_splits
+from wsi_pipeline.data.splits import SPLITS, assign_splits_by_patient, read_patients
 from wsi_pipeline.io import write_json_atomic
 from wsi_pipeline.slide import open_slide
 from wsi_pipeline.slide.discover import SLIDE_SUFFIXES, discover_slides, slide_ids
@@ -67,6 +67,7 @@ def cut_labeled_dataset(
     *,
     mpp: float | None = None,
     progress: bool = True,
+    patients: Path | None = None,
 ) -> LabeledResult:
     cfg = config.tile
     out, annotations = Path(out), Path(annotations)
@@ -79,7 +80,8 @@ def cut_labeled_dataset(
     pairing = pair_annotations(ids, annotations, cfg.labels.annotation_pattern)
     for f in pairing.unused:
         log.warning("%s: names none of the slides given; not used", f)
-    roles = assign_splits(len(paths), cfg.labels.split, cfg.labels.seed)
+    patient_of = read_patients(patients)
+    roles = assign_splits_by_patient(ids, patient_of, cfg.labels.split, cfg.labels.seed)
     builders = {s: CocoBuilder(info=_info(config, s)) for s in SPLITS}
     for k, (path, sid, role) in enumerate(
         tqdm(list(zip(paths, ids, roles, strict=True)), desc="labeled", unit="slide", disable=not progress)
@@ -103,6 +105,7 @@ def cut_labeled_dataset(
             builders[role].add_record(
                 rec,
                 slide_id=sid,
+                patient_id=patient_of.get(sid, sid),
                 mpp=cfg.target_mpp,
                 slide_mpp=mpp_used,
                 scale=scale,
