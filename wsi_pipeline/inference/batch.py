@@ -145,7 +145,7 @@ def _infer_one(
     with open_slide(path, "auto", mpp) as reader:
         slide_mpp = reader.require_mpp()
         summary = SlideSummary(cfg.top_n, cfg.triage)
-        run = SlideRun(plan=None, mpp=slide_mpp)  # type: ignore[arg-type]
+        run = SlideRun()
         header = {**provenance, "slide_fingerprint": fingerprint}
         overlay: list[tuple[str, list[float]]] = []  # what the thumbnail shows: confident lesions, bounded
         with GeoJsonStream(
@@ -156,6 +156,7 @@ def _infer_one(
                 summary.add(dets)
                 for k in np.flatnonzero(dets.scores >= OVERLAY_SCORE)[: OVERLAY_MAX - len(overlay)]:
                     overlay.append((BY_ID[int(dets.labels[k])].code, dets.boxes[k].tolist()))
+        assert run.plan is not None  # detect_slide plans before it yields
         report = summary.result(run.plan.foreground_mm2)
         visuals = out / "report"
         report["visuals"] = slide_visuals(reader, run.plan.thumb, run.plan.mask_mpp, overlay, report, visuals, sid)
@@ -166,6 +167,7 @@ def _infer_one(
                           "width": reader.info.width, "height": reader.info.height},
                 "geojson": geojson.name,
                 "patches": run.patches,
+                "read_wait_s": round(run.read_wait, 2),  # time the model waited for patches
                 "seconds": round(time.perf_counter() - started, 2),
                 "settings_hash": settings,
                 **provenance,

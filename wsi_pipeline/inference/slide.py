@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,13 +34,12 @@ TOUCH_PX = 2.0  # a box side this close to a patch border (input pixels) was cut
 class SlideRun:
     """What :func:`detect_slide` did: the plan, patches read and the time spent reading and predicting."""
 
-    plan: PatchPlan
-    mpp: float
+    plan: PatchPlan | None = None  # set once the slide is planned
+    mpp: float = 0.0
     patches: int = 0
     detections: int = 0
     seconds: float = 0.0
     read_wait: float = 0.0  # seconds the model waited for patches
-    stats: dict[str, float] = field(default_factory=dict)
 
 
 def blocks_of(plan: PatchPlan, block_rows: int, block_cols: int) -> list[np.ndarray]:

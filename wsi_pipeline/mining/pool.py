@@ -196,7 +196,7 @@ def _mine_one(
             return MineOutcome(sid, str(path), "skipped", len(old["patches"]), reason="complete")
     with open_slide(path, "auto", mpp) as reader:
         slide_mpp = reader.require_mpp()
-        run = SlideRun(plan=None, mpp=slide_mpp)  # type: ignore[arg-type]
+        run = SlideRun()
         parts = list(detect_slide(reader, predictor, cfg, config.model.input_mpp, config.tile.foreground, run))
         dets = Detections.concat(parts, parts[0].probs.shape[1] if parts else 5)
         scale = config.model.input_mpp / slide_mpp
