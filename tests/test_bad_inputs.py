@@ -361,3 +361,45 @@ def test_resume_without_a_checkpoint_says_it_starts_fresh(tmp_path: Path):
     assert (
         result.exit_code == 0 and "no checkpoint to resume (checkpoints/last.pt); starting a new run" in result.output
     )
+
+
+# -- infer and mine ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    from wsi_pipeline.config import ModelConfig, PipelineConfig, config_to_dict
+    from wsi_pipeline.methods import build_method
+    from wsi_pipeline.modeling.checkpoint import save_checkpoint
+
+    config = PipelineConfig(model=ModelConfig(backbone="tiny", fpn_channels=16))
+    method = build_method(config)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    state = {"iteration": 0, "model": method.state_dict(), "method": method.name,
+             "detector": method.inference_detector().state_dict()}  # fmt: skip
+    return save_checkpoint(path, state, config_to_dict(config))
+
+
+def test_infer_and_mine_inputs(tmp_path: Path, tiny_checkpoint: Path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x80\x02 not a checkpoint")
+    (tmp_path / "bad.csv").write_text("S1\n")
+    (tmp_path / "s").mkdir()
+    slides, out, ckpt = str(tmp_path / "s"), str(tmp_path / "o"), str(tiny_checkpoint)
+    infer = ["infer", slides, "--out", out, "--checkpoint"]
+    cases = [
+        # (args, exit code, message)
+        ([*infer, str(garbage)], 1, "not a readable checkpoint"),
+        ([*infer, "missing.pt"], 2, "does not exist"),
+        ([*infer, ckpt, "--batch-size", "0"], 2, "x>=1"),
+        ([*infer, ckpt, "--mpp", "0"], 2, "not a resolution"),
+        ([*infer, ckpt, "--set", "infer.overlap=900"], 2, "overlap must be below half the patch size"),
+        ([*infer, ckpt, "--device", "bogus"], 1, "device 'bogus': not a device name"),
+        ([*infer, ckpt], 1, "no slide files found in folder"),
+        (["mine", slides, "--out", out, "--checkpoint", ckpt, "--patients", str(tmp_path / "bad.csv")], 1,
+         "bad.csv: line 1: expected slide_id,patient_id"),
+    ]  # fmt: skip
+    for args, code, message in cases:
+        result = run(*args)
+        assert result.exit_code == code and message in result.output, (args, result.output)
+        assert "Traceback" not in result.output
