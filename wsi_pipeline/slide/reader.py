@@ -142,13 +142,18 @@ class SlideReader(ABC):
         interp = cv2.INTER_AREA if f > 1 else cv2.INTER_LINEAR
         return cv2.resize(pixels, (width, height), interpolation=interp)
 
-    def thumbnail(self, mpp: float, band: int = 2048) -> np.ndarray:
-        """The whole slide at ``mpp`` (coarse), read in bands so memory stays bounded."""
+    def thumbnail(self, mpp: float, band: int | None = None) -> np.ndarray:
+        """The whole slide at ``mpp`` (coarse), read in bands of ``band`` rows so memory stays bounded: by
+        default bands of about a megapixel of output, so the pyramid level each band is read from (up to
+        4x finer per side between levels) stays a few tens of MB whatever the slide's size."""
         scale = mpp / self.require_mpp()
         out_w = max(1, math.ceil(self.info.width / scale))
         out_h = max(1, math.ceil(self.info.height / scale))
-        rows = [self.read_region(0, y * scale, out_w, min(band, out_h - y), mpp) for y in range(0, out_h, band)]
-        return np.concatenate(rows, axis=0)
+        band = band or max(64, 1_000_000 // out_w)
+        out = np.empty((out_h, out_w, 3), np.uint8)  # filled band by band: no second copy of the thumbnail
+        for y in range(0, out_h, band):
+            out[y : y + band] = self.read_region(0, y * scale, out_w, min(band, out_h - y), mpp)
+        return out
 
     def __enter__(self) -> SlideReader:
         return self

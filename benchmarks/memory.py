@@ -1,0 +1,80 @@
+"""Peak memory of ``tile`` as slides grow: tiled copies of a synthpap region at 2.4 and 9.7 gigapixels.
+
+    python benchmarks/memory.py                      # makes data/bench/large/*.tiff once, then measures
+
+The large slides repeat one 8192 x 8192 synthpap-v3 slide (JPEG tiles of 512 px, 0.25 um/px, two
+reduced levels), written tile by tile with tifffile so making them needs no memory either. Each
+``tile`` run is a fresh process (2 workers) whose peak RSS (``ru_maxrss``) is reported.
+Target (issue 12): 9.7 GP within 1.2x of 2.4 GP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE = ROOT / "data" / "synthpap-v3" / "slides" / "L0001.tiff"
+OUT = ROOT / "data" / "bench" / "large"
+TILE = 512
+
+
+def make_slide(side: int, path: Path) -> Path:
+    """A ``side`` x ``side`` pyramidal JPEG TIFF repeating the source slide's level 0."""
+    import tifffile
+
+    if path.is_file():
+        return path
+    source = tifffile.imread(SOURCE, level=0)
+
+    def tiles(size: int, step: int):
+        level = np.ascontiguousarray(source[::step, ::step])  # nearest-neighbour reduction: a benchmark slide
+        lh, lw = level.shape[:2]  # multiples of TILE
+        for y in range(0, size, TILE):
+            for x in range(0, size, TILE):
+                yield level[y % lh : y % lh + TILE, x % lw : x % lw + TILE]
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.tiff")
+    res = (1e4 / 0.25, 1e4 / 0.25)
+    with tifffile.TiffWriter(tmp, bigtiff=True) as tif:
+        for k, step in enumerate((1, 4, 16)):
+            size = side // step
+            tif.write(tiles(size, step), shape=(size, size, 3), dtype=np.uint8, tile=(TILE, TILE),
+                      compression="jpeg", compressionargs={"level": 85}, photometric="rgb",
+                      subfiletype=1 if k else 0, resolution=(res[0] / step, res[1] / step),
+                      resolutionunit="CENTIMETER")  # fmt: skip
+    tmp.rename(path)
+    return path
+
+
+def peak_rss_of_tile(slide: Path) -> float:
+    code = (
+        "import resource, shutil, tempfile; from wsi_pipeline.config import load_config; "
+        "from wsi_pipeline.tiling.batch import tile_slides; "
+        f"out = tempfile.mkdtemp(dir={str(OUT)!r}); "
+        "r = tile_slides([" + repr(str(slide)) + "], out, load_config(), workers=2, progress=False); "
+        "assert not r.failed, r.failed; shutil.rmtree(out); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(done.stdout.split()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sides", type=int, nargs="+", default=[49152, 98304])
+    args = parser.parse_args()
+    print("| slide | gigapixels | tile peak RSS (MB) |")
+    print("|---|---|---|")
+    for side in args.sides:
+        slide = make_slide(side, OUT / f"repeat-{side}.tiff")
+        print(f"| {slide.name} | {side * side / 1e9:.1f} | {peak_rss_of_tile(slide):.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
