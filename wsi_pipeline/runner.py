@@ -24,6 +24,14 @@ class Failure:
     details: str = ""
 
 
+def failure_reason(err: BaseException) -> str:
+    """A failed item's one-line reason: the message's first line; the exception's type in front unless it is
+    an expected kind (``ValueError``/``OSError``: bad input, whose messages name the file)."""
+    text = str(err).strip().splitlines()
+    reason = text[0] if text else type(err).__name__
+    return reason if isinstance(err, ValueError | OSError) else f"{type(err).__name__}: {reason}"
+
+
 class Guarded:
     """Picklable wrapper turning exceptions into :class:`Failure` values."""
 
@@ -34,11 +42,7 @@ class Guarded:
         try:
             return self.fn(*args)
         except Exception as err:
-            text = str(err).strip().splitlines()
-            reason = text[0] if text else type(err).__name__
-            if not isinstance(err, ValueError | OSError):
-                reason = f"{type(err).__name__}: {reason}"
-            return Failure(reason, traceback.format_exc())
+            return Failure(failure_reason(err), traceback.format_exc())
 
 
 def is_distributed(scheduler: str) -> bool:

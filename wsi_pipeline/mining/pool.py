@@ -45,6 +45,7 @@ from wsi_pipeline.inference.merge import Detections
 from wsi_pipeline.inference.predictor import Predictor
 from wsi_pipeline.inference.slide import SlideRun, detect_slide
 from wsi_pipeline.io import remove_stale_temporaries, write_json_atomic
+from wsi_pipeline.runner import failure_reason
 from wsi_pipeline.slide import open_slide
 from wsi_pipeline.slide.discover import SLIDE_SUFFIXES, discover_slides, name_clashes, slide_ids
 from wsi_pipeline.slide.open import IMAGE_SUFFIXES
@@ -165,10 +166,7 @@ def mine_slides(
         try:
             result.outcomes.append(_mine_one(path, sid, out, config, predictor, provenance, mpp))
         except Exception as err:  # one bad slide never stops the batch
-            text = str(err).strip().splitlines()
-            reason = text[0] if text else type(err).__name__
-            if not isinstance(err, ValueError | OSError):
-                reason = f"{type(err).__name__}: {reason}"
+            reason = failure_reason(err)
             log.error("%s: %s", sid, reason)
             shutil.rmtree(out / f".tmp-{sid}.zarr", ignore_errors=True)
             result.outcomes.append(MineOutcome(sid, str(path), "failed", reason=reason))
