@@ -80,3 +80,37 @@ def test_points_become_boxes_of_the_given_size_and_counts_say_what_was_used(tmp_
     assert [a.label for a in read_geojson(path, tally)] == ["AGC"]  # no box size: points are skipped ...
     assert dict(tally.mapped) == {"AGC": 1} and dict(tally.skipped) == {"point without a box size": 3}  # ... said
     assert "skipped: point without a box size=3" in tally.summary()
+
+
+def test_every_geojson_shape_reads_streamed_or_whole(tmp_path):
+    from wsi_pipeline.data.geojson_io import read_geojson
+
+    feature = _feature({"type": "Polygon", "coordinates": [[[0, 0], [4, 0], [4, 6], [0, 0]]]}, "AGC")
+    cases = {
+        "collection.geojson": json.dumps(_collection(feature, feature)),
+        "list.geojson": json.dumps([feature, feature]),
+        "one.geojson": json.dumps(feature),
+        "nan.geojson": json.dumps(
+            _collection({**feature, "properties": {**feature["properties"], "score": float("nan")}})
+        ),
+        "empty.geojson": json.dumps(_collection()),
+    }
+    counts = {}
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        counts[name] = len(read_geojson(tmp_path / name))
+    assert counts == {
+        "collection.geojson": 2,
+        "list.geojson": 2,
+        "one.geojson": 1,
+        "nan.geojson": 1,
+        "empty.geojson": 0,
+    }
+    for name, text in {
+        "bytes.geojson": "\x00\x01 not json",
+        "other.geojson": '{"type": "Topology"}',
+        "num.geojson": "3",
+    }.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match=name.replace(".", r"\.")):
+            read_geojson(tmp_path / name)

@@ -12,11 +12,12 @@ import gzip
 import json
 import math
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import geojson
+import ijson
 from shapely.geometry import shape
 
 from wsi_pipeline.io import write_text_atomic
@@ -84,23 +85,35 @@ def read_geojson(path: str | Path, tally: LabelTally | None = None, point_box: f
     path = Path(path)
     tally = tally if tally is not None else LabelTally()
     try:
-        if path.name.lower().endswith(".gz"):
-            with gzip.open(path, "rt", encoding="utf-8") as fh:
-                data = json.load(fh)
-        else:
-            data = json.loads(path.read_text(encoding="utf-8"))
+        mine = LabelTally()  # merged into ``tally`` once the file is read
+        out = _annotations(path, _features(path), mine, point_box)
+    except ijson.JSONError:  # not strict JSON (NaN, Infinity, as Python writes them): read it whole
+        mine = LabelTally()
+        out = _annotations(path, iter(_whole_file(path)), mine, point_box)
+    for name in ("mapped", "other", "unknown", "skipped"):
+        getattr(tally, name).update(getattr(mine, name))
+    return out
+
+
+def _whole_file(path: Path) -> list[Any]:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as fh:
+            data = json.load(fh)
     except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: not a readable GeoJSON file ({err})") from None
     if isinstance(data, dict) and data.get("type") == "FeatureCollection":
-        features = data.get("features", [])
-    elif isinstance(data, dict) and data.get("type") == "Feature":
-        features = [data]
-    elif isinstance(data, list):
-        features = data
-    else:
-        raise ValueError(f"{path}: expected a GeoJSON FeatureCollection, Feature or list of features")
+        return list(data.get("features", []))
+    if isinstance(data, dict) and data.get("type") == "Feature":
+        return [data]
+    if isinstance(data, list):
+        return data
+    raise ValueError(f"{path}: expected a GeoJSON FeatureCollection, Feature or list of features")
+
+
+def _annotations(path: Path, features: Iterator[Any], tally: LabelTally, point_box: float | None) -> list[Annotation]:
     out: list[Annotation] = []
-    for i, feat in enumerate(features):
+    for i, feat in _checked(features, path):
         props = (feat.get("properties") if isinstance(feat, dict) else None) or {}
         label = _label_of(props)
         if label is None:
@@ -125,6 +138,39 @@ def read_geojson(path: str | Path, tally: LabelTally | None = None, point_box: f
             extra["score"] = score
         out += [Annotation(box, lesion.code, extra) for box in boxes]
     return out
+
+
+def _features(path: Path) -> Iterator[Any]:
+    """The features of a FeatureCollection (or a list of features, or one Feature), parsed one at a time
+    (ijson): a 10^6-detection file never sits in memory as one document."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        first = next(ijson.parse(fh), ("", "", None))[1]
+    with opener(path, "rb") as fh:
+        if first == "start_array":
+            yield from ijson.items(fh, "item", use_float=True)
+            return
+        found = False
+        for feature in ijson.items(fh, "features.item", use_float=True):
+            found = True
+            yield feature
+    if not found and first == "start_map":  # a single Feature, or a collection without features
+        with opener(path, "rb") as fh:
+            data = json.load(fh)
+        if data.get("type") == "Feature":
+            yield data
+        elif data.get("type") != "FeatureCollection":
+            raise ValueError(f"{path}: expected a GeoJSON FeatureCollection, Feature or list of features")
+    elif first not in ("start_map", "start_array"):
+        raise ValueError(f"{path}: expected a GeoJSON FeatureCollection, Feature or list of features")
+
+
+def _checked(features: Iterator[Any], path: Path) -> Iterator[tuple[int, Any]]:
+    """``enumerate(features)`` with unreadable files as one-line errors naming the file."""
+    try:
+        yield from enumerate(features)
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a readable GeoJSON file ({err})") from None
 
 
 def _boxes_of(geometry: Any, point_box: float | None) -> tuple[list[Box], str]:
