@@ -1,6 +1,8 @@
-"""Peak memory of ``tile`` as slides grow: tiled copies of a synthpap region at 2.4 and 9.7 gigapixels.
+"""Peak memory of ``tile`` and ``infer`` as slides grow: tiled copies of a synthpap region at 2.4 and 9.7
+gigapixels.
 
     python benchmarks/memory.py                      # makes data/bench/large/*.tiff once, then measures
+    python benchmarks/memory.py --what infer         # infer's pipeline, with a model that finds nothing
 
 The large slides repeat one 8192 x 8192 synthpap-v3 slide (JPEG tiles of 512 px, 0.25 um/px, two
 reduced levels), written tile by tile with tifffile so making them needs no memory either. Each
@@ -65,15 +67,43 @@ def peak_rss_of_tile(slide: Path) -> float:
     return float(done.stdout.split()[-1])
 
 
+NULL_INFER = """
+import resource, shutil, sys, tempfile, torch
+from wsi_pipeline.config import PipelineConfig
+from wsi_pipeline.inference.batch import infer_slides
+
+class Null(torch.nn.Module):  # the pipeline's memory, not a model's: no weights, no detections
+    def forward(self, images):
+        return [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
+                 "scores": torch.zeros(0), "probs": torch.zeros(0, 5)} for _ in images]
+
+ckpt = tempfile.NamedTemporaryFile(suffix=".pt", delete=False).name
+out = tempfile.mkdtemp(dir=sys.argv[2])
+r = infer_slides([sys.argv[1]], ckpt, out, PipelineConfig(), Null(), torch.device("cpu"), progress=False)
+assert not r.failed, r.failed
+shutil.rmtree(out)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def peak_rss_of_infer(slide: Path) -> float:
+    done = subprocess.run([sys.executable, "-c", NULL_INFER, str(slide), str(OUT)], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(done.stderr[-2000:])
+    return float(done.stdout.split()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sides", type=int, nargs="+", default=[49152, 98304])
+    parser.add_argument("--what", choices=["tile", "infer"], default="tile")
     args = parser.parse_args()
-    print("| slide | gigapixels | tile peak RSS (MB) |")
+    measure = peak_rss_of_tile if args.what == "tile" else peak_rss_of_infer
+    print(f"| slide | gigapixels | {args.what} peak RSS (MB) |")
     print("|---|---|---|")
     for side in args.sides:
         slide = make_slide(side, OUT / f"repeat-{side}.tiff")
-        print(f"| {slide.name} | {side * side / 1e9:.1f} | {peak_rss_of_tile(slide):.0f} |", flush=True)
+        print(f"| {slide.name} | {side * side / 1e9:.1f} | {measure(slide):.0f} |", flush=True)
 
 
 if __name__ == "__main__":
