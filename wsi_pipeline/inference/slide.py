@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -42,16 +42,35 @@ class SlideRun:
     read_wait: float = 0.0  # seconds the model waited for patches
 
 
-def blocks_of(plan: PatchPlan, block_rows: int, block_cols: int) -> list[np.ndarray]:
-    """Indices of kept grid patches grouped into blocks of grid cells, blocks in raster order."""
-    kept = np.flatnonzero(plan.keep)
-    if not len(kept):
+@dataclass(frozen=True)
+class PatchLayout:
+    """The patches to detect on: ``boxes`` (n, 4) xyxy in level-0 pixels, their grid ``rows``/``cols``,
+    ``scale`` (level-0 pixels per input pixel), the ``slide`` size (level-0) and the ``overlap`` neighbours
+    share (input pixels)."""
+
+    boxes: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    scale: float
+    slide: tuple[float, float]
+    overlap: int
+
+    @staticmethod
+    def of_plan(plan: PatchPlan, slide: tuple[float, float], overlap: int) -> PatchLayout:
+        g = plan.kept
+        boxes = np.stack([g.x0, g.y0, g.x0 + g.w0, g.y0 + g.h0], axis=1).astype(np.float64).reshape(-1, 4)
+        return PatchLayout(boxes, g.rows, g.cols, g.scale, slide, overlap)
+
+
+def blocks_of(layout: PatchLayout, block_rows: int, block_cols: int) -> list[np.ndarray]:
+    """Patch indices grouped into blocks of grid cells, blocks in raster order."""
+    if not len(layout.boxes):
         return []
-    rows, cols = plan.grid.rows[kept] // block_rows, plan.grid.cols[kept] // block_cols
+    rows, cols = layout.rows // block_rows, layout.cols // block_cols
     key = rows * (int(cols.max()) + 1) + cols
     order = np.argsort(key, kind="stable")
     splits = np.flatnonzero(np.diff(key[order])) + 1
-    return [kept[part] for part in np.split(order, splits)]
+    return np.split(order, splits)
 
 
 def detect_slide(
@@ -64,21 +83,35 @@ def detect_slide(
 ) -> Iterator[Detections]:
     """Yield the slide's final detections (level-0 pixels, merged, at or above ``cfg.min_score``) block by
     block, then those of the block borders. ``run`` (when given) is filled in as the slide goes."""
-    started = time.perf_counter()
     mpp = reader.require_mpp()
     plan = plan_patches(reader, input_mpp, cfg.patch_size, cfg.overlap, "flush", foreground, cfg.min_foreground)
     if run is not None:
         run.plan, run.mpp = plan, mpp
-    grid, scale = plan.grid, plan.grid.scale
-    slide_size = (float(reader.info.width), float(reader.info.height))
-    margin = (cfg.overlap + TOUCH_PX) * scale  # level-0 pixels: nearer a block border, wait for the last merge
-    blocks = blocks_of(plan, cfg.block_rows, cfg.block_cols)
-    order = [int(i) for block in blocks for i in block]
-    held: list[Detections] = []
+    layout = PatchLayout.of_plan(plan, (float(reader.info.width), float(reader.info.height)), cfg.overlap)
     p = cfg.patch_size
 
     def read(i: int) -> np.ndarray:
-        return reader.read_region(float(grid.x0[i]), float(grid.y0[i]), p, p, mpp=input_mpp)
+        x0, y0 = layout.boxes[i, :2]
+        return reader.read_region(float(x0), float(y0), p, p, mpp=input_mpp)
+
+    yield from detect_patches(layout, read, predictor, cfg, run)
+
+
+def detect_patches(
+    layout: PatchLayout,
+    read: Callable[[int], np.ndarray],
+    predictor: Predictor,
+    cfg: InferConfig,
+    run: SlideRun | None = None,
+) -> Iterator[Detections]:
+    """The detection loop over any patch source (a slide read on the fly, or a ``tile`` patch store):
+    ``read(i)`` gives patch ``i``'s pixels at the model's input resolution."""
+    started = time.perf_counter()
+    scale = layout.scale
+    margin = (layout.overlap + TOUCH_PX) * scale  # level-0 pixels: nearer a block border, wait for the last merge
+    blocks = blocks_of(layout, cfg.block_rows, cfg.block_cols)
+    order = [int(i) for block in blocks for i in block]
+    held: list[Detections] = []
 
     with ThreadPoolExecutor(max(1, cfg.workers)) as pool:
         ahead: deque[Future[np.ndarray]] = deque()
@@ -103,9 +136,9 @@ def detect_slide(
                     run.read_wait += time.perf_counter() - waited
                 refill()
                 for i, out in zip(batch, predictor(patches), strict=True):
-                    found.append(_to_level0(out, int(i), plan, scale, slide_size, cfg.min_score))
+                    found.append(_to_level0(out, layout.boxes[int(i)], scale, layout.slide, cfg.min_score))
             merged = merge_detections(Detections.concat(found, NUM_CLASSES + 1), cfg.merge_ios, TOUCH_PX * scale)
-            inner = _inside(merged.boxes, _extent(plan, block), slide_size, margin)
+            inner = _inside(merged.boxes, _extent(layout, block), layout.slide, margin)
             held.append(merged.take(~inner))
             if run is not None:
                 run.patches += len(block)
@@ -119,14 +152,12 @@ def detect_slide(
 
 
 def _to_level0(
-    out: dict[str, np.ndarray], i: int, plan: PatchPlan, scale: float, slide: tuple[float, float], min_score: float
+    out: dict[str, np.ndarray], patch: np.ndarray, scale: float, slide: tuple[float, float], min_score: float
 ) -> Detections:
-    """One patch's detections in level-0 pixels with their cut flags."""
+    """One patch's detections in level-0 pixels with their cut flags (``patch``: its level-0 box)."""
     keep = out["scores"] >= min_score
-    grid = plan.grid
-    x0, y0 = float(grid.x0[i]), float(grid.y0[i])
+    x0, y0 = float(patch[0]), float(patch[1])
     boxes = out["boxes"][keep].astype(np.float64) * scale + np.array([x0, y0, x0, y0])
-    patch = (x0, y0, x0 + float(grid.w0[i]), y0 + float(grid.h0[i]))
     probs = out["probs"]
     if probs is None:  # a model without probabilities: the score for its class, the rest to background
         probs = np.zeros((len(out["scores"]), NUM_CLASSES + 1), np.float32)
@@ -137,18 +168,13 @@ def _to_level0(
         out["labels"][keep],
         out["scores"][keep].astype(np.float64),
         probs[keep].astype(np.float32),
-        cut_flags(boxes, patch, slide, TOUCH_PX * scale),
+        cut_flags(boxes, tuple(float(v) for v in patch), slide, TOUCH_PX * scale),
     )
 
 
-def _extent(plan: PatchPlan, block: np.ndarray) -> tuple[float, float, float, float]:
-    g = plan.grid
-    return (
-        float(g.x0[block].min()),
-        float(g.y0[block].min()),
-        float((g.x0[block] + g.w0[block]).max()),
-        float((g.y0[block] + g.h0[block]).max()),
-    )
+def _extent(layout: PatchLayout, block: np.ndarray) -> tuple[float, float, float, float]:
+    b = layout.boxes[block]
+    return float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 2].max()), float(b[:, 3].max())
 
 
 def _inside(
