@@ -15,6 +15,7 @@ from shapely.geometry import shape
 
 from wsi_pipeline.config import load_config
 from wsi_pipeline.data.geojson_io import read_geojson
+from wsi_pipeline.data.patch_store import PatchStore
 from wsi_pipeline.inference.batch import infer_slides
 
 SMALL = ("infer.patch_size=512", "infer.overlap=64", "infer.block_rows=2", "infer.block_cols=2")
@@ -161,3 +162,28 @@ def test_the_report_renders_in_headless_chromium(slides: Path, tmp_path: Path):
 
     image = np.asarray(Image.open(shot).convert("RGB"))
     assert image.shape[:2] == (900, 1100) and image.std() > 20  # rendered content, not an empty page
+
+
+def test_infer_reads_tiles_patch_stores_like_the_slides(slides: Path, tmp_path: Path):
+    from wsi_pipeline.tiling.batch import tile_slides
+
+    tiles = tmp_path / "tiles"
+    tile_slides([slides / "L0001.tiff"], tiles, load_config(None, ["tile.patch_size=512"]), progress=False)
+    from_store = _infer(tiles, tmp_path / "a")  # a tile output folder: its stores are the inputs
+    assert [(o.slide_id, o.status) for o in from_store.outcomes] == [("L0001", "done")]
+    summary = json.loads((tmp_path / "a" / "L0001.summary.json").read_text())
+    store = PatchStore(tiles / "L0001.zarr")
+    assert summary["patches"] == len(store) and summary["classes"]["HSIL"]["count"] == len(store)
+    xs = sorted(
+        {
+            f["geometry"]["coordinates"][0][0][0]
+            for f in json.loads((tmp_path / "a" / "L0001.geojson").read_text())["features"]
+        }
+    )
+    assert set(xs) <= {float(x) + 100 for x in store.table["x"]}  # each patch's origin + the fixed offset
+    assert (tmp_path / "a" / "report" / "L0001.thumb.png").is_file()  # the slide recorded in the store
+    wrong = _infer(tiles, tmp_path / "b", "model.input_mpp=0.5")
+    assert (
+        wrong.outcomes[0].status == "failed"
+        and "patches at 0.25 um/px but the model takes 0.5" in wrong.outcomes[0].reason
+    )

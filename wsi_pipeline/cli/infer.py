@@ -33,7 +33,8 @@ def infer(
     device: str | None,
     batch_size: int | None,
 ) -> None:
-    """Detect lesions on whole slides (files, folders, list files; plain images with --mpp).
+    """Detect lesions on whole slides (files, folders, list files; plain images with --mpp; or tile's patch
+    stores: a .zarr store or a tile output folder, read instead of the slide).
 
     Per slide: <slide>.geojson (QuPath imports it as it is) and <slide>.summary.json (counts, top lesions,
     risk, triage category); for the batch: summary.csv ranked by risk. The model's own settings come from

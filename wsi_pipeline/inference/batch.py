@@ -8,6 +8,7 @@ ranks every slide by risk, failures last. Every output records its provenance.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -23,11 +24,11 @@ import numpy as np
 
 from wsi_pipeline import __version__
 from wsi_pipeline.config import PipelineConfig, config_to_dict, save_config
-from wsi_pipeline.data.patch_store import slide_fingerprint
+from wsi_pipeline.data.patch_store import PatchStore, slide_fingerprint
 from wsi_pipeline.export.qupath import GeoJsonStream
 from wsi_pipeline.export.report import slide_visuals, write_report
 from wsi_pipeline.inference.predictor import Predictor
-from wsi_pipeline.inference.slide import SlideRun, detect_slide
+from wsi_pipeline.inference.slide import PatchLayout, SlideRun, detect_patches, detect_slide
 from wsi_pipeline.inference.summary import SlideSummary
 from wsi_pipeline.io import remove_stale_temporaries, write_json_atomic, write_text_atomic
 from wsi_pipeline.runner import failure_reason
@@ -96,10 +97,12 @@ def infer_slides(
         json.dumps({"infer": config_to_dict(config)["infer"], "mpp": mpp}, sort_keys=True).encode()
     ).hexdigest()[:16]
     result = InferResult(out)
-    paths, problems = discover_slides(inputs, SLIDE_SUFFIXES + IMAGE_SUFFIXES, exclude=[out])
+    stores, others = split_stores(inputs)
+    paths, problems = discover_slides(others, SLIDE_SUFFIXES + IMAGE_SUFFIXES, exclude=[out]) if others else ([], [])
     for name, reason in problems:
         result.outcomes.append(InferOutcome(slide_name(name), name, "failed", reason=reason))
-    ids = slide_ids(paths)
+    ids = slide_ids(paths) + [s.stem for s in stores]
+    paths = paths + stores
     clashes = name_clashes(paths, ids)
     predictor = Predictor(model, device)
     for path, sid in zip(paths, ids, strict=True):
@@ -133,36 +136,51 @@ def _infer_one(
     cfg = config.infer
     geojson = out / f"{sid}.geojson{'.gz' if cfg.gzip else ''}"
     summary_path = out / f"{sid}.summary.json"
-    fingerprint = slide_fingerprint(path)
+    store = PatchStore(path) if is_patch_store(path) else None
+    fingerprint = store.attrs["slide"]["fingerprint"] if store is not None else slide_fingerprint(path)
     done = _finished(summary_path, geojson, provenance["checkpoint_sha256"], settings, fingerprint)
     if done is not None:
         return InferOutcome(
             sid, str(path), "skipped", done["risk"], done["category"], done["lesions"], reason="complete"
         )
     started = time.perf_counter()
-    with open_slide(path, "auto", mpp) as reader:
-        slide_mpp = reader.require_mpp()
+    run = SlideRun()
+    with contextlib.ExitStack() as stack:
+        if store is None:
+            reader = stack.enter_context(open_slide(path, "auto", mpp))
+            slide_mpp = reader.require_mpp()
+            found = detect_slide(reader, predictor, cfg, config.model.input_mpp, config.tile.foreground, run)
+        else:
+            slide_mpp = float(store.attrs["slide"]["mpp"])
+            found = detect_patches(store_layout(store, config.model.input_mpp), store.__getitem__, predictor, cfg, run)
+            reader = _recorded_slide(store, stack)
         summary = SlideSummary(cfg.top_n, cfg.triage)
-        run = SlideRun()
         header = {**provenance, "slide_fingerprint": fingerprint}
         overlay: list[tuple[str, list[float]]] = []  # what the thumbnail shows: confident lesions, bounded
         with GeoJsonStream(
             geojson, slide_id=sid, mpp=slide_mpp, object_type=cfg.object_type, provenance=header
         ) as stream:
-            for dets in detect_slide(reader, predictor, cfg, config.model.input_mpp, config.tile.foreground, run):
+            for dets in found:
                 stream.write(dets)
                 summary.add(dets)
                 for k in np.flatnonzero(dets.scores >= OVERLAY_SCORE)[: OVERLAY_MAX - len(overlay)]:
                     overlay.append((BY_ID[int(dets.labels[k])].code, dets.boxes[k].tolist()))
-        assert run.plan is not None  # detect_slide plans before it yields
-        report = summary.result(run.plan.foreground_mm2)
-        visuals = out / "report"
-        report["visuals"] = slide_visuals(reader, run.plan.thumb, run.plan.mask_mpp, overlay, report, visuals, sid)
+        if run.plan is not None:  # a slide: its plan has the cell area and the thumbnail
+            report = summary.result(run.plan.foreground_mm2)
+            thumb, thumb_mpp = run.plan.thumb, run.plan.mask_mpp
+        else:  # a patch store: cell area from its patches' foreground fractions; thumbnail from the slide
+            t = store.table  # type: ignore[union-attr]
+            report = summary.result(float((t["foreground"] * t["width"] * t["height"]).sum()) * (slide_mpp / 1e3) ** 2)
+            thumb_mpp = config.tile.foreground.mask_mpp
+            thumb = reader.thumbnail(thumb_mpp) if reader is not None else None
+        if reader is not None and thumb is not None:
+            report["visuals"] = slide_visuals(reader, thumb, thumb_mpp, overlay, report, out / "report", sid)
+        size = store.attrs["slide"] if store is not None else {"width": reader.info.width, "height": reader.info.height}
         report.update(
             {
                 "slide_id": sid,
                 "slide": {"path": str(path.resolve()), "fingerprint": fingerprint, "mpp": slide_mpp,
-                          "width": reader.info.width, "height": reader.info.height},
+                          "width": size["width"], "height": size["height"]},
                 "geojson": geojson.name,
                 "patches": run.patches,
                 "read_wait_s": round(run.read_wait, 2),  # time the model waited for patches
@@ -176,6 +194,60 @@ def _infer_one(
     return InferOutcome(
         sid, str(path), "done", report["risk"], report["category"], report["lesions"], report["seconds"]
     )
+
+
+def is_patch_store(path: Path) -> bool:
+    return path.suffix == ".zarr" and path.is_dir()
+
+
+def split_stores(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str | Path]]:
+    """``tile``'s patch stores among the inputs (a ``.zarr`` store, or a folder of them: a ``tile`` output)
+    and everything else (slides, folders of slides, list files)."""
+    stores: list[Path] = []
+    others: list[str | Path] = []
+    for raw in inputs:
+        path = Path(raw)
+        found = sorted(p for p in path.glob("*.zarr") if p.is_dir()) if path.is_dir() else []
+        if is_patch_store(path):
+            stores.append(path)
+        elif found:
+            stores += found
+        else:
+            others.append(raw)
+    return stores, others
+
+
+def store_layout(store: PatchStore, input_mpp: float) -> PatchLayout:
+    """A ``tile`` patch store's patches as the detection loop's layout; its patches must be at the model's
+    input resolution."""
+    if abs(store.target_mpp - input_mpp) > 0.02 * input_mpp:
+        raise ValueError(
+            f"{store.path}: patches at {store.target_mpp:g} um/px but the model takes {input_mpp:g} um/px "
+            "(model.input_mpp); tile at that resolution, or give the slide instead"
+        )
+    t = store.table
+    boxes = np.stack([t["x"], t["y"], t["x"] + t["width"], t["y"] + t["height"]], axis=1).astype(np.float64)
+    slide = store.attrs["slide"]
+    overlap = int(store.attrs.get("config", {}).get("tile", {}).get("overlap", 0))
+    rows, cols = t["row"], t["col"]
+    if len(rows) and rows.min() < 0:  # stores without a grid (a mined pool): one block per patch
+        rows, cols = np.arange(len(rows)), np.zeros(len(rows), np.int64)
+    scale = float(store.attrs.get("scale", slide["mpp"] and store.target_mpp / slide["mpp"]))
+    return PatchLayout(
+        boxes.reshape(-1, 4), rows, cols, scale, (float(slide["width"]), float(slide["height"])), overlap
+    )
+
+
+def _recorded_slide(store: PatchStore, stack: contextlib.ExitStack) -> Any:
+    """The slide a store was cut from, for the report's thumbnail and crops, or ``None`` when it is gone."""
+    slide = store.attrs["slide"]
+    try:
+        return stack.enter_context(
+            open_slide(slide["path"], slide.get("backend_choice", "auto"), slide.get("mpp_override"))
+        )
+    except (OSError, ValueError) as err:
+        log.warning("%s: the slide of this store cannot be opened (%s): the report shows no images", store.path, err)
+        return None
 
 
 def _finished(summary: Path, geojson: Path, checkpoint_sha: str, settings: str, fingerprint: str) -> dict | None:
