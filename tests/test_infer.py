@@ -187,3 +187,25 @@ def test_infer_reads_tiles_patch_stores_like_the_slides(slides: Path, tmp_path: 
         wrong.outcomes[0].status == "failed"
         and "patches at 0.25 um/px but the model takes 0.5" in wrong.outcomes[0].reason
     )
+
+
+def test_an_out_of_focus_slide_is_unsatisfactory_never_negative(tiny_dataset: Path, tmp_path: Path):
+    import cv2
+    import tifffile
+
+    from wsi_pipeline.inference.summary import sharpness
+    from wsi_pipeline.slide import open_slide
+
+    with open_slide(tiny_dataset / "slides" / "L0001.tiff") as reader:
+        pixels = reader.read_region(0, 0, 1600, 1400, mpp=0.25)
+    assert sharpness(pixels) > 6 and sharpness(cv2.GaussianBlur(pixels, (0, 0), 4)) < 3  # 1 um of blur
+    assert sharpness(np.full((64, 64, 3), 240, np.uint8)) is None  # glass says nothing about focus
+    folder = tmp_path / "blurred"
+    folder.mkdir()
+    tifffile.imwrite(folder / "soft.tiff", cv2.GaussianBlur(pixels, (0, 0), 4), tile=(256, 256),
+                     resolution=(40000, 40000), resolutionunit="CENTIMETER")  # fmt: skip
+    result = _infer(folder, tmp_path / "out", "infer.triage.min_cell_area_mm2=0")
+    summary = json.loads((tmp_path / "out" / "soft.summary.json").read_text())
+    assert result.outcomes[0].category == "unsatisfactory" and summary["focus"]["out_of_focus"] > 0.5
+    sharp = _infer(tiny_dataset / "slides" / "L0001.tiff", tmp_path / "sharp", "infer.triage.min_cell_area_mm2=0")
+    assert sharp.outcomes[0].category == "high risk"  # the same slide in focus is judged

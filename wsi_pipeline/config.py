@@ -300,6 +300,11 @@ class TriageConfig:
     review_threshold: Fraction = 0.3  # risk at or above: review
     high_threshold: Fraction = 0.6  # risk at or above: high risk
     min_cell_area_mm2: NonNegative = 0.5  # less cell foreground: unsatisfactory, never negative
+    # focus: a patch whose stained pixels have a mean |Laplacian| (half resolution, grey) below min_sharpness
+    # is out of focus; more than max_blurred of the judged patches make the slide unsatisfactory. On synthpap
+    # patches at 0.25 um/px: 7-14 in focus, 4-5 with a 0.5 um blur, ~2 with a 1 um blur.
+    min_sharpness: NonNegative = 3.0
+    max_blurred: Fraction = 0.5
 
     @model_validator(mode="after")
     def _ordered(self) -> TriageConfig:

@@ -100,6 +100,11 @@ def _badge(category: str) -> str:
     return f'<span class="badge {css.get(category, "failed")}">{html.escape(category or "failed")}</span>'
 
 
+def _focus(summary: dict[str, Any]) -> str:
+    share = (summary.get("focus") or {}).get("out_of_focus")
+    return f", {100 * share:.0f}% of patches out of focus" if share else ""
+
+
 def _slide_section(row: dict[str, Any]) -> str:
     e = html.escape
     sid = e(str(row["slide_id"]))
@@ -138,7 +143,7 @@ def _slide_section(row: dict[str, Any]) -> str:
         f'<section class="slide" id="{sid}"><div class="thumb">{image}</div><div>'
         f'<div class="head"><h2>{sid}</h2>{_badge(summary["category"])}'
         f'<span>risk <b>{summary["risk"]:.2f}</b></span><span class="muted">{summary["cell_area_mm2"]:.2f} '
-        f'mm&sup2; of cells, {summary["lesions"]} lesions</span></div>'
+        f'mm&sup2; of cells, {summary["lesions"]} lesions{_focus(summary)}</span></div>'
         f"<table><tr><th>class</th><th>lesions</th><th>per mm&sup2;</th><th>mean score</th></tr>{counts}</table>"
         f"{gallery or '<p class=muted>no lesion detected</p>'}</div></section>"
     )  # fmt: skip

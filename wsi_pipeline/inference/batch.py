@@ -166,11 +166,12 @@ def _infer_one(
                 for k in np.flatnonzero(dets.scores >= OVERLAY_SCORE)[: OVERLAY_MAX - len(overlay)]:
                     overlay.append((BY_ID[int(dets.labels[k])].code, dets.boxes[k].tolist()))
         if run.plan is not None:  # a slide: its plan has the cell area and the thumbnail
-            report = summary.result(run.plan.foreground_mm2)
+            report = summary.result(run.plan.foreground_mm2, run.sharpness)
             thumb, thumb_mpp = run.plan.thumb, run.plan.mask_mpp
         else:  # a patch store: cell area from its patches' foreground fractions; thumbnail from the slide
             t = store.table  # type: ignore[union-attr]
-            report = summary.result(float((t["foreground"] * t["width"] * t["height"]).sum()) * (slide_mpp / 1e3) ** 2)
+            cells_mm2 = float((t["foreground"] * t["width"] * t["height"]).sum()) * (slide_mpp / 1e3) ** 2
+            report = summary.result(cells_mm2, run.sharpness)
             thumb_mpp = config.tile.foreground.mask_mpp
             thumb = reader.thumbnail(thumb_mpp) if reader is not None else None
         if reader is not None and thumb is not None:

@@ -16,13 +16,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from wsi_pipeline.config import ForegroundConfig, InferConfig
 from wsi_pipeline.inference.merge import Detections, cut_flags, merge_detections
 from wsi_pipeline.inference.predictor import Predictor
+from wsi_pipeline.inference.summary import sharpness
 from wsi_pipeline.slide.plan import PatchPlan, plan_patches
 from wsi_pipeline.slide.reader import SlideReader
 from wsi_pipeline.taxonomy import NUM_CLASSES
@@ -40,6 +41,7 @@ class SlideRun:
     detections: int = 0
     seconds: float = 0.0
     read_wait: float = 0.0  # seconds the model waited for patches
+    sharpness: list[float | None] = field(default_factory=list)  # focus of each patch read
 
 
 @dataclass(frozen=True)
@@ -113,8 +115,12 @@ def detect_patches(
     order = [int(i) for block in blocks for i in block]
     held: list[Detections] = []
 
+    def read_and_judge(i: int) -> tuple[np.ndarray, float | None]:  # in the reader threads, off the model's path
+        pixels = read(i)
+        return pixels, sharpness(pixels)
+
     with ThreadPoolExecutor(max(1, cfg.workers)) as pool:
-        ahead: deque[Future[np.ndarray]] = deque()
+        ahead: deque[Future[tuple[np.ndarray, float | None]]] = deque()
         queue = iter(order)
         window = max(2 * cfg.batch_size, cfg.workers * 2)
 
@@ -123,7 +129,7 @@ def detect_patches(
                 i = next(queue, None)
                 if i is None:
                     return
-                ahead.append(pool.submit(read, i))
+                ahead.append(pool.submit(read_and_judge, i))
 
         refill()
         for block in blocks:
@@ -131,9 +137,11 @@ def detect_patches(
             for start in range(0, len(block), cfg.batch_size):
                 batch = block[start : start + cfg.batch_size]
                 waited = time.perf_counter()
-                patches = [ahead.popleft().result() for _ in batch]
+                judged = [ahead.popleft().result() for _ in batch]
+                patches = [pixels for pixels, _ in judged]
                 if run is not None:
                     run.read_wait += time.perf_counter() - waited
+                    run.sharpness += [focus for _, focus in judged]
                 refill()
                 for i, out in zip(batch, predictor(patches), strict=True):
                     found.append(_to_level0(out, layout.boxes[int(i)], scale, layout.slide, cfg.min_score))

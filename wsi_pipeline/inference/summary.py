@@ -3,10 +3,10 @@ per class, the risk score and the triage category.
 
 Risk (documented in :class:`~wsi_pipeline.config.TriageConfig`): ``max_c severity[c] * mean(top_k scores of
 class c)``, missing scores counting as 0. Category: **unsatisfactory** when the slide has less cell
-foreground than ``min_cell_area_mm2`` (it cannot be judged: never called negative, as in Bethesda
-specimen adequacy); else **high risk** at or above ``high_threshold``, **review** at or above
-``review_threshold``, **negative** below. ASC-H and SCC are not among the detector's four classes: a
-negative call does not rule them out.
+foreground than ``min_cell_area_mm2`` or more than ``max_blurred`` of its patches are out of focus (it
+cannot be judged: never called negative, as in Bethesda specimen adequacy); else **high risk** at or
+above ``high_threshold``, **review** at or above ``review_threshold``, **negative** below. ASC-H and SCC
+are not among the detector's four classes: a negative call does not rule them out.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 from typing import Any
 
+import cv2
 import numpy as np
 
 from wsi_pipeline.config import TriageConfig
@@ -33,8 +34,20 @@ def risk_score(top_scores: dict[str, list[float]], triage: TriageConfig) -> floa
     return risk
 
 
-def triage_category(risk: float, foreground_mm2: float, triage: TriageConfig) -> str:
-    if foreground_mm2 < triage.min_cell_area_mm2:
+def sharpness(patch: np.ndarray) -> float | None:
+    """Focus of an RGB patch: the mean |Laplacian| over its stained pixels (grey < 200) at half resolution;
+    ``None`` when under 2% of it is stained (glass says nothing about focus)."""
+    grey = cv2.cvtColor(np.ascontiguousarray(patch), cv2.COLOR_RGB2GRAY)
+    grey = cv2.resize(grey, (max(1, grey.shape[1] // 2), max(1, grey.shape[0] // 2)), interpolation=cv2.INTER_AREA)
+    stained = grey < 200
+    if stained.mean() < 0.02:
+        return None
+    return float(np.abs(cv2.Laplacian(grey, cv2.CV_32F)[stained]).mean())
+
+
+def triage_category(risk: float, foreground_mm2: float, triage: TriageConfig, blurred: float = 0.0) -> str:
+    """``blurred``: the share of judged patches that are out of focus."""
+    if foreground_mm2 < triage.min_cell_area_mm2 or blurred > triage.max_blurred:
         return "unsatisfactory"
     if risk >= triage.high_threshold:
         return "high risk"
@@ -72,8 +85,11 @@ class SlideSummary:
         """The best lesions of a class: ``score`` and level-0 ``box`` (xyxy), best first."""
         return [{"score": round(s, 5), "box": list(b)} for s, b in sorted(self._top[code], reverse=True)]
 
-    def result(self, foreground_mm2: float) -> dict[str, Any]:
+    def result(self, foreground_mm2: float, sharpness: list[float | None] | None = None) -> dict[str, Any]:
+        """The summary; ``sharpness`` per patch (:func:`sharpness`) judges the focus."""
         risk = risk_score({code: [s for s, _ in heap] for code, heap in self._top.items()}, self.triage)
+        judged = [v for v in (sharpness or []) if v is not None]
+        blurred = sum(v < self.triage.min_sharpness for v in judged) / len(judged) if judged else 0.0
         per_mm2 = foreground_mm2 if foreground_mm2 > 0 else float("nan")
         classes = {
             code: {
@@ -87,8 +103,13 @@ class SlideSummary:
         }
         return {
             "risk": round(risk, 4),
-            "category": triage_category(risk, foreground_mm2, self.triage),
+            "category": triage_category(risk, foreground_mm2, self.triage, blurred),
             "cell_area_mm2": round(foreground_mm2, 4),
+            "focus": {
+                "patches_judged": len(judged),
+                "out_of_focus": round(blurred, 4),
+                "median_sharpness": round(float(np.median(judged)), 3) if judged else None,
+            },
             "lesions": sum(self.counts.values()),
             "classes": classes,
             "score_bins": BINS.round(2).tolist(),
