@@ -10,10 +10,26 @@ from __future__ import annotations
 import os
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 from tqdm import tqdm
+
+OutcomeT = TypeVar("OutcomeT")
+
+
+@dataclass
+class BatchResult(Generic[OutcomeT]):
+    """What a batch command did: its output folder and one outcome per input (each with a ``status``:
+    done, skipped or failed); ``failed`` are the ones to report and exit non-zero for."""
+
+    out: Path
+    outcomes: list[OutcomeT] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[OutcomeT]:
+        return [o for o in self.outcomes if getattr(o, "status", None) == "failed"]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from wsi_pipeline.inference.predictor import Predictor
 from wsi_pipeline.inference.slide import PatchLayout, SlideRun, detect_patches, detect_slide
 from wsi_pipeline.inference.summary import SlideSummary
 from wsi_pipeline.io import remove_stale_temporaries, write_json_atomic, write_text_atomic
-from wsi_pipeline.runner import failure_reason
+from wsi_pipeline.runner import BatchResult, failure_reason
 from wsi_pipeline.slide import open_slide
 from wsi_pipeline.slide.discover import SLIDE_SUFFIXES, discover_slides, name_clashes, slide_ids
 from wsi_pipeline.slide.open import IMAGE_SUFFIXES
@@ -61,14 +61,7 @@ class InferOutcome:
     reason: str = ""
 
 
-@dataclass
-class InferResult:
-    out: Path
-    outcomes: list[InferOutcome] = field(default_factory=list)
-
-    @property
-    def failed(self) -> list[InferOutcome]:
-        return [o for o in self.outcomes if o.status == "failed"]
+InferResult = BatchResult[InferOutcome]
 
 
 def infer_slides(
@@ -96,7 +89,7 @@ def infer_slides(
     settings = hashlib.sha256(
         json.dumps({"infer": config_to_dict(config)["infer"], "mpp": mpp}, sort_keys=True).encode()
     ).hexdigest()[:16]
-    result = InferResult(out)
+    result: InferResult = BatchResult(out)
     stores, others = split_stores(inputs)
     paths, problems = discover_slides(others, SLIDE_SUFFIXES + IMAGE_SUFFIXES, exclude=[out]) if others else ([], [])
     for name, reason in problems:

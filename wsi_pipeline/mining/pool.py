@@ -20,7 +20,7 @@ import json
 import logging
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from wsi_pipeline.inference.merge import Detections
 from wsi_pipeline.inference.predictor import Predictor
 from wsi_pipeline.inference.slide import SlideRun, detect_slide
 from wsi_pipeline.io import remove_stale_temporaries, write_json_atomic
-from wsi_pipeline.runner import failure_reason
+from wsi_pipeline.runner import BatchResult, failure_reason
 from wsi_pipeline.slide import open_slide
 from wsi_pipeline.slide.discover import SLIDE_SUFFIXES, discover_slides, name_clashes, slide_ids
 from wsi_pipeline.slide.open import IMAGE_SUFFIXES
@@ -111,14 +111,7 @@ class MineOutcome:
     reason: str = ""
 
 
-@dataclass
-class MineResult:
-    out: Path
-    outcomes: list[MineOutcome] = field(default_factory=list)
-
-    @property
-    def failed(self) -> list[MineOutcome]:
-        return [o for o in self.outcomes if o.status == "failed"]
+MineResult = BatchResult[MineOutcome]
 
 
 def mine_slides(
@@ -143,7 +136,7 @@ def mine_slides(
     settings = {"infer": config_to_dict(config)["infer"], "mine": config_to_dict(config)["mine"], "mpp": mpp}
     provenance = {"wsi_pipeline_version": __version__, "checkpoint": str(checkpoint),
                   "checkpoint_sha256": file_sha256(checkpoint), "settings": settings}  # fmt: skip
-    result = MineResult(out)
+    result: MineResult = BatchResult(out)
     paths, problems = discover_slides(inputs, SLIDE_SUFFIXES + IMAGE_SUFFIXES, exclude=[out])
     result.outcomes += [MineOutcome(slide_name(n), n, "failed", reason=r) for n, r in problems]
     ids = slide_ids(paths)

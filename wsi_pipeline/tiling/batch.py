@@ -7,7 +7,7 @@ import logging
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import numpy as np
 from wsi_pipeline.config import PipelineConfig, save_config
 from wsi_pipeline.data.patch_store import slide_fingerprint, stored_slide, verify_store
 from wsi_pipeline.io import remove_stale_temporaries, write_json_atomic, write_text_atomic
-from wsi_pipeline.runner import Failure, TaskRunner
+from wsi_pipeline.runner import BatchResult, Failure, TaskRunner
 from wsi_pipeline.slide.discover import discover_slides, name_clashes, slide_ids
 from wsi_pipeline.slide.reader import slide_name
 from wsi_pipeline.tiling.slide_job import (
@@ -46,16 +46,6 @@ class SlideOutcome:
     reason: str = ""
 
 
-@dataclass
-class BatchResult:
-    out: Path
-    outcomes: list[SlideOutcome] = field(default_factory=list)
-
-    @property
-    def failed(self) -> list[SlideOutcome]:
-        return [o for o in self.outcomes if o.status == "failed"]
-
-
 def tile_slides(
     inputs: Sequence[str | Path],
     out: str | Path,
@@ -66,7 +56,7 @@ def tile_slides(
     workers: int = 0,
     progress: bool = True,
     overwrite: bool = False,
-) -> BatchResult:
+) -> BatchResult[SlideOutcome]:
     """Tile every slide of ``inputs`` into ``out``; finished slides are skipped, failures reported.
 
     Refused before any work, each with its reason: slides whose names clash (``A.svs`` and ``A.tiff``),
@@ -76,7 +66,7 @@ def tile_slides(
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
     save_config(config, out)
-    result = BatchResult(out)
+    result: BatchResult[SlideOutcome] = BatchResult(out)
     paths, problems = discover_slides(inputs, exclude=[out])
     for name, reason in problems:
         result.outcomes.append(SlideOutcome(slide_name(name), name, "failed", reason=reason))
@@ -169,7 +159,7 @@ def tile_slides(
     return result
 
 
-def _fail(result: BatchResult, job: SlideJob, failure: Failure) -> None:
+def _fail(result: BatchResult[SlideOutcome], job: SlideJob, failure: Failure) -> None:
     log.error("%s: %s", job.slide_id, failure.reason)
     log.debug("%s", failure.details)
     if job.tmp_store.exists():
@@ -205,7 +195,7 @@ def summary_table(outcomes: Sequence[SlideOutcome]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _write_summary(result: BatchResult) -> None:
+def _write_summary(result: BatchResult[SlideOutcome]) -> None:
     rows = [o.__dict__ for o in result.outcomes]
     write_json_atomic(result.out / "summary.json", rows)
     cols = ("slide_id", "path", "status", "patches", "backend", "mpp", "seconds", "reason")
