@@ -30,7 +30,7 @@ from wsi_pipeline.export.report import slide_visuals, write_report
 from wsi_pipeline.inference.predictor import Predictor
 from wsi_pipeline.inference.slide import PatchLayout, SlideRun, detect_patches, detect_slide
 from wsi_pipeline.inference.summary import SlideSummary
-from wsi_pipeline.io import remove_stale_temporaries, write_json_atomic, write_text_atomic
+from wsi_pipeline.io import file_sha256, remove_stale_temporaries, write_json_atomic, write_text_atomic
 from wsi_pipeline.runner import BatchResult, failure_reason
 from wsi_pipeline.slide import open_slide
 from wsi_pipeline.slide.discover import SLIDE_SUFFIXES, discover_slides, name_clashes, slide_ids
@@ -39,14 +39,6 @@ from wsi_pipeline.slide.reader import slide_name
 from wsi_pipeline.taxonomy import BY_ID
 
 log = logging.getLogger(__name__)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass

@@ -40,11 +40,10 @@ from wsi_pipeline.data.patch_store import (
     write_patches,
 )
 from wsi_pipeline.data.splits import read_patients
-from wsi_pipeline.inference.batch import file_sha256
 from wsi_pipeline.inference.merge import Detections
 from wsi_pipeline.inference.predictor import Predictor
 from wsi_pipeline.inference.slide import SlideRun, detect_slide
-from wsi_pipeline.io import remove_stale_temporaries, write_json_atomic
+from wsi_pipeline.io import file_sha256, remove_stale_temporaries, write_json_atomic
 from wsi_pipeline.runner import BatchResult, failure_reason
 from wsi_pipeline.slide import open_slide
 from wsi_pipeline.slide.discover import SLIDE_SUFFIXES, discover_slides, name_clashes, slide_ids

@@ -38,7 +38,7 @@ from wsi_pipeline.data.coco import CocoBuilder
 from wsi_pipeline.data.geojson_io import read_geojson, write_geojson
 from wsi_pipeline.data.labeled_patches import FrameReader, PatchRecord, cut_labeled_patches
 from wsi_pipeline.data.splits import SPLITS, assign_splits
-from wsi_pipeline.io import write_json_atomic
+from wsi_pipeline.io import file_sha256, write_json_atomic
 from wsi_pipeline.slide.backends import TiffReader
 from wsi_pipeline.synth import GENERATOR_VERSION
 from wsi_pipeline.synth.render import BandRenderer
@@ -99,14 +99,6 @@ def _params_hash(cfg: SynthConfig, plan: SlidePlan) -> str:
 
 def _export_hash(cfg: SynthConfig) -> str:
     return hashlib.sha256(json.dumps(config_to_dict(cfg.export), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_manifest(path: Path) -> dict[str, Any] | None:
