@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": (
         "wsi_pipeline.cli.demo",
         "demo",
-        "The pipeline on an embedded small default: synth, tile, train, eval.",
+        "The pipeline on a small embedded default: synth, tile, train, eval, infer, mine.",
     ),
 }
 

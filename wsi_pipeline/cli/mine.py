@@ -46,8 +46,8 @@ def mine(
 ) -> None:
     """Screen unlabeled slides with a supervised detector and keep the patches around what it finds.
 
-    Writes a patch store and a manifest per slide and pool.json: train reads the folder as its unlabeled
-    pool. Settings: mine.score_threshold, mine.top_k, mine.max_overlap, mine.negative_share (and infer.*).
+    Writes a patch store and a manifest per slide and pool.json: the unlabeled pool for semi-supervised
+    training (in Python: PatchStoreDataset(pool_stores(POOL))). Settings: mine.score_threshold, mine.top_k, mine.max_overlap, mine.negative_share (and infer.*).
 
     \b
     Examples:

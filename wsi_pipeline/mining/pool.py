@@ -7,8 +7,8 @@ are chosen best first, at most ``mine.top_k``, none overlapping a chosen one by 
 detections below the threshold). Patches are read again at ``model.input_mpp`` and written as a patch
 store per slide (``<slide>.zarr``, the format ``tile`` writes, with chunk checksums), next to
 ``<slide>.mine.json`` (every patch: level-0 box, kind, best score, class histogram) and, for the whole
-pool, ``pool.json`` (the checkpoint's hash, the settings, the slides). ``train`` reads the stores as its
-unlabeled pool (:func:`pool_stores`).
+pool, ``pool.json`` (the checkpoint's hash, the settings, the slides). :func:`pool_stores` lists the stores
+for :class:`~wsi_pipeline.data.datasets.PatchStoreDataset`, the semi-supervised trainer's unlabeled input.
 
 A pool must be patient-disjoint from the labeled set: a slide whose patient (``--patients`` table, else the
 slide itself) appears among the labeled slides (``--labeled``: COCO files) is refused.
