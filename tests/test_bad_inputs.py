@@ -403,3 +403,12 @@ def test_infer_and_mine_inputs(tmp_path: Path, tiny_checkpoint: Path):
         result = run(*args)
         assert result.exit_code == code and message in result.output, (args, result.output)
         assert "Traceback" not in result.output
+
+
+def test_name_clashes_are_refused_by_every_batch_command(slides: Path, tiny_dataset: Path, tmp_path: Path):
+    shutil.copy(slides / "S1.tiff", slides / "S1.svs")  # two slides named S1 in one folder
+    ann = tmp_path / "ann"
+    _annotations(ann, "S1.geojson", tiny_dataset / "slides" / "L0001.geojson")
+    result = run("tile", str(slides), "--annotations", str(ann), "--out", str(tmp_path / "o"), *SMALL)
+    assert result.exit_code == 1  # once: patches of both cut under the same names
+    assert result.output.count("FAILED S1: S1.svs and S1.tiff are both named S1") == 2

@@ -7,6 +7,7 @@ arguments, so every scheduler can run them.
 
 from __future__ import annotations
 
+import logging
 import os
 import traceback
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ from typing import Any, Generic, TypeVar
 from tqdm import tqdm
 
 OutcomeT = TypeVar("OutcomeT")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,6 +48,18 @@ def failure_reason(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     reason = text[0] if text else type(err).__name__
     return reason if isinstance(err, ValueError | OSError) else f"{type(err).__name__}: {reason}"
+
+
+def isolated(label: str, fn: Callable[..., Any], *args: Any) -> tuple[Any, str]:
+    """``(fn(*args), "")``, or ``(None, reason)`` when it raises: one bad slide never stops a batch. The
+    reason is logged as an error for ``label``, the traceback at debug level."""
+    try:
+        return fn(*args), ""
+    except Exception as err:
+        reason = failure_reason(err)
+        log.error("%s: %s", label, reason)
+        log.debug("details", exc_info=True)
+        return None, reason
 
 
 class Guarded:

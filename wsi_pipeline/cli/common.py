@@ -52,6 +52,18 @@ def mpp_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+def checkpoint_config(checkpoint: Any, config_path: str | None, overrides: tuple[str, ...]) -> tuple[Any, Any]:
+    """``(detector, config)`` for commands that run a trained model: the detector and its model settings come
+    from the checkpoint (as trained); tiling, inference and mining settings from ``--config``/``--set``."""
+    from wsi_pipeline.config import PipelineConfig
+    from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
+
+    asked = load_cli_config(config_path, overrides)
+    model, trained = model_from_checkpoint(checkpoint)
+    config = PipelineConfig(trained.synth, asked.tile, trained.model, trained.train, asked.infer, asked.mine)
+    return model, config
+
+
 def load_cli_config(config_path: str | None, overrides: tuple[str, ...]) -> Any:
     from wsi_pipeline.config import ConfigError, load_config
 

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from wsi_pipeline.cli.common import config_options, fail_cleanly, log, mpp_option, progress_enabled
+from wsi_pipeline.cli.common import (
+    checkpoint_config,
+    config_options,
+    fail_cleanly,
+    log,
+    mpp_option,
+    progress_enabled,
+)
 
 
 @click.command("infer")
@@ -45,22 +52,14 @@ def infer(
       wsi-pipeline infer slides/ --checkpoint runs/supervised/checkpoints/best.pt --out maps/
       wsi-pipeline infer fields/ --mpp 0.25 --checkpoint best.pt --out maps/ --set infer.gzip=true
     """
-    from wsi_pipeline.cli.common import load_cli_config
-    from wsi_pipeline.config import PipelineConfig
     from wsi_pipeline.device import select_device
     from wsi_pipeline.inference.batch import infer_slides
-    from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
 
     if device is not None:
         overrides = (*overrides, f"infer.device={device}")
     if batch_size is not None:
         overrides = (*overrides, f"infer.batch_size={batch_size}")
-    asked = load_cli_config(config_path, overrides)
-    model, trained = model_from_checkpoint(checkpoint)
-    # the detector as trained (model section from the checkpoint), inference settings from the command
-    config = PipelineConfig(
-        synth=trained.synth, tile=asked.tile, model=trained.model, train=trained.train, infer=asked.infer
-    )
+    model, config = checkpoint_config(checkpoint, config_path, overrides)
     result = infer_slides(
         inputs, checkpoint, out, config, model, select_device(config.infer.device), mpp=mpp, progress=progress_enabled()
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from wsi_pipeline.cli.common import config_options, fail_cleanly, load_cli_config, log, mpp_option
+from wsi_pipeline.cli.common import checkpoint_config, config_options, fail_cleanly, log, mpp_option
 
 
 @click.command("mine")
@@ -54,23 +54,12 @@ def mine(
     Examples:
       wsi-pipeline mine unlabeled/ --checkpoint runs/sup/checkpoints/last.pt --out pool/ --labeled train.json
     """
-    from wsi_pipeline.config import PipelineConfig
     from wsi_pipeline.device import select_device
     from wsi_pipeline.mining.pool import mine_slides
-    from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
 
     if device is not None:
         overrides = (*overrides, f"infer.device={device}")
-    asked = load_cli_config(config_path, overrides)
-    model, trained = model_from_checkpoint(checkpoint)
-    config = PipelineConfig(
-        synth=trained.synth,
-        tile=asked.tile,
-        model=trained.model,
-        train=trained.train,
-        infer=asked.infer,
-        mine=asked.mine,
-    )
+    model, config = checkpoint_config(checkpoint, config_path, overrides)
     result = mine_slides(
         inputs, checkpoint, out, config, model, select_device(config.infer.device), labeled=labeled,
         patients=patients, mpp=mpp,

@@ -31,9 +31,9 @@ from wsi_pipeline.inference.predictor import Predictor
 from wsi_pipeline.inference.slide import PatchLayout, SlideRun, detect_patches, detect_slide
 from wsi_pipeline.inference.summary import SlideSummary
 from wsi_pipeline.io import file_sha256, remove_stale_temporaries, write_json_atomic, write_text_atomic
-from wsi_pipeline.runner import BatchResult, failure_reason
+from wsi_pipeline.runner import BatchResult, isolated
 from wsi_pipeline.slide import open_slide
-from wsi_pipeline.slide.discover import SLIDE_SUFFIXES, discover_slides, name_clashes, slide_ids
+from wsi_pipeline.slide.discover import SLIDE_SUFFIXES, find_slides
 from wsi_pipeline.slide.open import IMAGE_SUFFIXES
 from wsi_pipeline.slide.reader import slide_name
 from wsi_pipeline.taxonomy import BY_ID
@@ -83,26 +83,18 @@ def infer_slides(
     ).hexdigest()[:16]
     result: InferResult = BatchResult(out)
     stores, others = split_stores(inputs)
-    paths, problems = discover_slides(others, SLIDE_SUFFIXES + IMAGE_SUFFIXES, exclude=[out]) if others else ([], [])
+    found, problems = find_slides(others, SLIDE_SUFFIXES + IMAGE_SUFFIXES, exclude=[out], extra=stores)
     for name, reason in problems:
         result.outcomes.append(InferOutcome(slide_name(name), name, "failed", reason=reason))
-    ids = slide_ids(paths) + [s.stem for s in stores]
-    paths = paths + stores
-    clashes = name_clashes(paths, ids)
     predictor = Predictor(model, device)
-    for path, sid in zip(paths, ids, strict=True):
-        if sid in clashes:
-            reason = f"{' and '.join(p.name for p in clashes[sid])} are both named {sid}: rename one"
-            result.outcomes.append(InferOutcome(sid, str(path), "failed", reason=reason))
-            continue
-        try:
-            outcome = _infer_one(path, sid, out, config, predictor, provenance, settings, mpp)
-        except Exception as err:  # one bad slide never stops the batch
-            reason = failure_reason(err)
-            log.error("%s: %s", sid, reason)
-            log.debug("details", exc_info=True)
-            outcome = InferOutcome(sid, str(path), "failed", reason=reason)
-        result.outcomes.append(outcome)
+    for slide in found:
+        path, sid = slide.path, slide.slide_id
+        outcome, reason = (
+            (None, slide.refused)
+            if slide.refused
+            else isolated(sid, _infer_one, path, sid, out, config, predictor, provenance, settings, mpp)
+        )
+        result.outcomes.append(outcome or InferOutcome(sid, str(path), "failed", reason=reason))
     write_batch_table(result)
     write_batch_report(result)
     return result

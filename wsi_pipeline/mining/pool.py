@@ -44,9 +44,9 @@ from wsi_pipeline.inference.merge import Detections
 from wsi_pipeline.inference.predictor import Predictor
 from wsi_pipeline.inference.slide import SlideRun, detect_slide
 from wsi_pipeline.io import file_sha256, remove_stale_temporaries, write_json_atomic
-from wsi_pipeline.runner import BatchResult, failure_reason
+from wsi_pipeline.runner import BatchResult, isolated
 from wsi_pipeline.slide import open_slide
-from wsi_pipeline.slide.discover import SLIDE_SUFFIXES, discover_slides, name_clashes, slide_ids
+from wsi_pipeline.slide.discover import SLIDE_SUFFIXES, FoundSlide, find_slides
 from wsi_pipeline.slide.open import IMAGE_SUFFIXES
 from wsi_pipeline.slide.reader import slide_name
 from wsi_pipeline.taxonomy import LESION_CLASSES
@@ -136,32 +136,24 @@ def mine_slides(
     provenance = {"wsi_pipeline_version": __version__, "checkpoint": str(checkpoint),
                   "checkpoint_sha256": file_sha256(checkpoint), "settings": settings}  # fmt: skip
     result: MineResult = BatchResult(out)
-    paths, problems = discover_slides(inputs, SLIDE_SUFFIXES + IMAGE_SUFFIXES, exclude=[out])
+    found, problems = find_slides(inputs, SLIDE_SUFFIXES + IMAGE_SUFFIXES, exclude=[out])
     result.outcomes += [MineOutcome(slide_name(n), n, "failed", reason=r) for n, r in problems]
-    ids = slide_ids(paths)
-    clashes = name_clashes(paths, ids)
     predictor = Predictor(model, device)
-    for path, sid in zip(paths, ids, strict=True):
+    for slide in found:
+        path, sid = slide.path, slide.slide_id
         patient = patient_of.get(sid, sid)
-        if sid in clashes:
-            reason = f"{' and '.join(p.name for p in clashes[sid])} are both named {sid}: rename one"
-        elif patient in taken:
-            reason = (
-                f"patient {patient} is in the labeled set (slide {taken[patient]}): a pool must be patient-disjoint"
-            )
-        else:
-            reason = ""
-        if reason:
+        if patient in taken and not slide.refused:
+            reason = f"patient {patient} is in the labeled set (slide {taken[patient]}): the pool must not hold them"
             log.error("%s: %s", sid, reason)
-            result.outcomes.append(MineOutcome(sid, str(path), "failed", reason=reason))
-            continue
-        try:
-            result.outcomes.append(_mine_one(path, sid, out, config, predictor, provenance, mpp))
-        except Exception as err:  # one bad slide never stops the batch
-            reason = failure_reason(err)
-            log.error("%s: %s", sid, reason)
+            slide = FoundSlide(path, sid, reason)
+        outcome, reason = (
+            (None, slide.refused)
+            if slide.refused
+            else isolated(sid, _mine_one, path, sid, out, config, predictor, provenance, mpp)
+        )
+        if outcome is None:
             shutil.rmtree(out / f".tmp-{sid}.zarr", ignore_errors=True)
-            result.outcomes.append(MineOutcome(sid, str(path), "failed", reason=reason))
+        result.outcomes.append(outcome or MineOutcome(sid, str(path), "failed", reason=reason))
     done = {o.slide_id: o for o in result.outcomes if o.status in ("done", "skipped")}
     write_json_atomic(
         out / "pool.json",
@@ -180,8 +172,11 @@ def _mine_one(
     fingerprint = slide_fingerprint(path)
     if manifest.is_file() and verify_store(store) is None:
         old = json.loads(manifest.read_text(encoding="utf-8"))
-        same = old.get("checkpoint_sha256") == provenance["checkpoint_sha256"] and old.get("settings") == provenance[
-            "settings"] and old.get("slide", {}).get("fingerprint") == fingerprint  # fmt: skip
+        same = (
+            old.get("checkpoint_sha256") == provenance["checkpoint_sha256"]
+            and old.get("settings") == provenance["settings"]
+            and old.get("slide", {}).get("fingerprint") == fingerprint
+        )
         if same:
             return MineOutcome(sid, str(path), "skipped", len(old["patches"]), reason="complete")
     with open_slide(path, "auto", mpp) as reader:

@@ -7,6 +7,7 @@ Every stage that takes slides (``tile``, ``infer``, ``mine``) discovers and name
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from wsi_pipeline.slide.reader import slide_name
@@ -140,3 +141,37 @@ def name_clashes(paths: Sequence[Path], ids: Sequence[str]) -> dict[str, list[Pa
     for path, sid in zip(paths, ids, strict=True):
         by_id.setdefault(sid, []).append(path)
     return {sid: files for sid, files in by_id.items() if len(files) > 1}
+
+
+@dataclass(frozen=True)
+class FoundSlide:
+    """A slide to process: its path, its id, and ``refused``: why it must not run ("" when it may)."""
+
+    path: Path
+    slide_id: str
+    refused: str = ""
+
+
+def find_slides(
+    inputs: Sequence[str | Path],
+    suffixes: tuple[str, ...] = SLIDE_SUFFIXES,
+    exclude: Sequence[Path] = (),
+    extra: Sequence[Path] = (),
+) -> tuple[list[FoundSlide], list[tuple[str, str]]]:
+    """What every batch command starts with: the slides of ``inputs`` (and ``extra`` inputs named by their
+    stem, e.g. patch stores), with slides whose names clash refused before any work, and the
+    ``(input, reason)`` problems of :func:`discover_slides`."""
+    paths, problems = discover_slides(inputs, suffixes, exclude) if inputs else ([], [])
+    ids = slide_ids(paths) + [p.stem for p in extra]
+    paths = [*paths, *extra]
+    clashes = name_clashes(paths, ids)
+    found = []
+    for path, sid in zip(paths, ids, strict=True):
+        refused = ""
+        if sid in clashes:
+            files = " and ".join(p.name for p in clashes[sid])
+            refused = (
+                f"{files} are both named {sid} and would write the same outputs: rename one, or use separate --out"
+            )
+        found.append(FoundSlide(path, sid, refused))
+    return found, problems

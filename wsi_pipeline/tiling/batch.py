@@ -17,7 +17,7 @@ from wsi_pipeline.config import PipelineConfig, save_config
 from wsi_pipeline.data.patch_store import slide_fingerprint, stored_slide, verify_store
 from wsi_pipeline.io import remove_stale_temporaries, write_json_atomic, write_text_atomic
 from wsi_pipeline.runner import BatchResult, Failure, TaskRunner
-from wsi_pipeline.slide.discover import discover_slides, name_clashes, slide_ids
+from wsi_pipeline.slide.discover import find_slides
 from wsi_pipeline.slide.reader import slide_name
 from wsi_pipeline.tiling.slide_job import (
     SlideJob,
@@ -67,19 +67,16 @@ def tile_slides(
     remove_stale_temporaries(out)
     save_config(config, out)
     result: BatchResult[SlideOutcome] = BatchResult(out)
-    paths, problems = discover_slides(inputs, exclude=[out])
+    found, problems = find_slides(inputs, exclude=[out])
     for name, reason in problems:
         result.outcomes.append(SlideOutcome(slide_name(name), name, "failed", reason=reason))
     config_hash = tile_config_hash(cfg, mpp)
     jobs: list[SlideJob] = []
-    ids = slide_ids(paths)
-    clashes = name_clashes(paths, ids)
-    for path, sid in zip(paths, ids, strict=True):
+    for slide in found:
+        path, sid = slide.path, slide.slide_id
         job = SlideJob(str(path), sid, str(out), cfg, mpp, config_hash)
-        if sid in clashes:
-            files = " and ".join(p.name for p in clashes[sid])
-            reason = f"{files} are both named {sid} and would write one store: rename one, or use separate --out"
-            result.outcomes.append(SlideOutcome(sid, str(path), "failed", reason=reason))
+        if slide.refused:
+            result.outcomes.append(SlideOutcome(sid, str(path), "failed", reason=slide.refused))
             continue
         try:
             fingerprint = slide_fingerprint(path)

@@ -31,8 +31,9 @@ from wsi_pipeline.data.geojson_io import read_geojson
 from wsi_pipeline.data.labeled_patches import FrameReader, cut_labeled_patches
 from wsi_pipeline.data.splits import SPLITS, assign_splits_by_patient, read_patients
 from wsi_pipeline.io import write_json_atomic
+from wsi_pipeline.runner import isolated
 from wsi_pipeline.slide import open_slide
-from wsi_pipeline.slide.discover import SLIDE_SUFFIXES, discover_slides, slide_ids
+from wsi_pipeline.slide.discover import SLIDE_SUFFIXES, find_slides
 from wsi_pipeline.slide.open import IMAGE_SUFFIXES
 from wsi_pipeline.slide.reader import slide_name
 from wsi_pipeline.taxonomy import LabelTally
@@ -74,9 +75,10 @@ def cut_labeled_dataset(
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out)
     result = LabeledResult(out)
-    paths, problems = discover_slides(inputs, suffixes=SLIDE_SUFFIXES + IMAGE_SUFFIXES, exclude=[out])
+    found, problems = find_slides(inputs, SLIDE_SUFFIXES + IMAGE_SUFFIXES, exclude=[out])
     result.failures += [(slide_name(name), reason) for name, reason in problems]
-    ids = slide_ids(paths)
+    paths, ids = [f.path for f in found], [f.slide_id for f in found]
+    refused = {f.slide_id: f.refused for f in found if f.refused}
     pairing = pair_annotations(ids, annotations, cfg.labels.annotation_pattern)
     for f in pairing.unused:
         log.warning("%s: names none of the slides given; not used", f)
@@ -86,19 +88,18 @@ def cut_labeled_dataset(
     for k, (path, sid, role) in enumerate(
         tqdm(list(zip(paths, ids, roles, strict=True)), desc="labeled", unit="slide", disable=not progress)
     ):
-        if sid in pairing.problems:
-            log.error("%s: %s", sid, pairing.problems[sid])
-            result.failures.append((sid, pairing.problems[sid]))
+        problem = refused.get(sid) or pairing.problems.get(sid)
+        if problem:
+            log.error("%s: %s", sid, problem)
+            result.failures.append((sid, problem))
             continue
-        try:
-            records, mpp_used, scale = _slide_patches(
-                path, sid, pairing.files[sid], config, mpp, role, out, result.tally, k
-            )
-        except Exception as err:
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            log.error("%s: %s", sid, reason)
+        cut, reason = isolated(
+            sid, _slide_patches, path, sid, pairing.files[sid], config, mpp, role, out, result.tally, k
+        )
+        if cut is None:
             result.failures.append((sid, reason))
             continue
+        records, mpp_used, scale = cut
         counts = result.per_split.setdefault(role, {"slides": 0, "patches": 0, "boxes": 0})
         counts["slides"] += 1
         for rec in records:
