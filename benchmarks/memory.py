@@ -3,11 +3,12 @@ gigapixels.
 
     python benchmarks/memory.py                      # makes data/bench/large/*.tiff once, then measures
     python benchmarks/memory.py --what infer         # infer's pipeline, with a model that finds nothing
+    python benchmarks/memory.py --what mine          # mine's, with the same model
 
 The large slides repeat one 8192 x 8192 synthpap-v3 slide (JPEG tiles of 512 px, 0.25 um/px, two
 reduced levels), written tile by tile with tifffile so making them needs no memory either. Each
 ``tile`` run is a fresh process (2 workers) whose peak RSS (``ru_maxrss``) is reported.
-Target (issue 12): 9.7 GP within 1.2x of 2.4 GP.
+Target (issue 12): 9.7 GP within 1.2x of 2.4 GP, for each of the three.
 """
 
 from __future__ import annotations
@@ -67,10 +68,11 @@ def peak_rss_of_tile(slide: Path) -> float:
     return float(done.stdout.split()[-1])
 
 
-NULL_INFER = """
+NULL_MODEL = """
 import resource, shutil, sys, tempfile, torch
 from wsi_pipeline.config import PipelineConfig
 from wsi_pipeline.inference.batch import infer_slides
+from wsi_pipeline.mining.pool import mine_slides
 
 class Null(torch.nn.Module):  # the pipeline's memory, not a model's: no weights, no detections
     def forward(self, images):
@@ -79,15 +81,19 @@ class Null(torch.nn.Module):  # the pipeline's memory, not a model's: no weights
 
 ckpt = tempfile.NamedTemporaryFile(suffix=".pt", delete=False).name
 out = tempfile.mkdtemp(dir=sys.argv[2])
-r = infer_slides([sys.argv[1]], ckpt, out, PipelineConfig(), Null(), torch.device("cpu"), progress=False)
+if sys.argv[3] == "infer":
+    r = infer_slides([sys.argv[1]], ckpt, out, PipelineConfig(), Null(), torch.device("cpu"), progress=False)
+else:
+    r = mine_slides([sys.argv[1]], ckpt, out, PipelineConfig(), Null(), torch.device("cpu"))
 assert not r.failed, r.failed
 shutil.rmtree(out)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
 
-def peak_rss_of_infer(slide: Path) -> float:
-    done = subprocess.run([sys.executable, "-c", NULL_INFER, str(slide), str(OUT)], capture_output=True, text=True)
+def peak_rss_of_null_model(slide: Path, what: str) -> float:
+    command = [sys.executable, "-c", NULL_MODEL, str(slide), str(OUT), what]
+    done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(done.stderr[-2000:])
     return float(done.stdout.split()[-1])
@@ -96,9 +102,12 @@ def peak_rss_of_infer(slide: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sides", type=int, nargs="+", default=[49152, 98304])
-    parser.add_argument("--what", choices=["tile", "infer"], default="tile")
+    parser.add_argument("--what", choices=["tile", "infer", "mine"], default="tile")
     args = parser.parse_args()
-    measure = peak_rss_of_tile if args.what == "tile" else peak_rss_of_infer
+
+    def measure(slide: Path) -> float:
+        return peak_rss_of_tile(slide) if args.what == "tile" else peak_rss_of_null_model(slide, args.what)
+
     print(f"| slide | gigapixels | {args.what} peak RSS (MB) |")
     print("|---|---|---|")
     for side in args.sides:

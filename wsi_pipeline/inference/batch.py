@@ -144,7 +144,7 @@ def _infer_one(
                     overlay.append((BY_ID[int(dets.labels[k])].code, dets.boxes[k].tolist()))
         if run.plan is not None:  # a slide: its plan has the cell area and the thumbnail
             report = summary.result(run.plan.foreground_mm2, run.sharpness)
-            thumb, thumb_mpp = run.plan.thumb, run.plan.mask_mpp
+            thumb, thumb_mpp = run.plan.preview, run.plan.preview_mpp
         else:  # a patch store: cell area from its patches' foreground fractions; thumbnail from the slide
             t = store.table  # type: ignore[union-attr]
             cells_mm2 = float((t["foreground"] * t["width"] * t["height"]).sum()) * (slide_mpp / 1e3) ** 2

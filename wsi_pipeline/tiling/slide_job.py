@@ -128,8 +128,8 @@ def plan_slide(job: SlideJob) -> tuple[TilePlan, QcJob]:
     )
     grid, fractions, keep = plan.grid, plan.fractions, plan.keep
     kept = plan.kept
-    boxes = plan.boxes_mask
-    qc = QcJob(Path(job.out_dir) / f"{job.slide_id}.qc.png", plan.thumb, plan.mask, boxes[keep], boxes[~keep])
+    boxes = plan.boxes_preview
+    qc = QcJob(Path(job.out_dir) / f"{job.slide_id}.qc.png", plan.preview, plan.preview_mask, boxes[keep], boxes[~keep])
 
     table = {
         "x": kept.x0,
