@@ -15,9 +15,10 @@ from test_infer import FixedModel
 from wsi_pipeline.config import load_config
 from wsi_pipeline.data.datasets import PatchStoreDataset
 from wsi_pipeline.data.patch_store import PatchStore
+from wsi_pipeline.data.pool import pool_stores
 from wsi_pipeline.data.splits import read_patients
 from wsi_pipeline.inference.merge import Detections
-from wsi_pipeline.mining.pool import choose_windows, mine_slides, pool_stores
+from wsi_pipeline.mining.pool import choose_windows, mine_slides
 
 SMALL = ("infer.patch_size=512", "infer.overlap=64", "mine.top_k=3")
 

@@ -257,6 +257,58 @@ class ModelConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class DualAlignmentConfig:
+    """The dual-alignment method (``shared/method.md``): projection head, class proxies, prototypes and
+    the memory bank. The three switches are the paper's ablations."""
+
+    proposal_alignment: bool = True  # L_pml + L'_pml (proxies)
+    prototype_alignment: bool = True  # L_pmb + L'_pmb (prototypes)
+    memory_bank: bool = True  # off: the batch's ground-truth-guided prototypes stand in for the bank's
+    bank_size: PositiveInt = 1024
+    hidden_dim: PositiveInt = 512
+    embed_dim: PositiveInt = 128
+    proxy_lr: PositiveFloat = 0.01
+    margin: PositiveFloat = 1.0
+    threshold: Fraction = 0.5  # pseudo-label score
+    pseudo_labels: Literal["self", "ema"] = "self"  # a no-grad pass of the model itself, or an EMA teacher
+
+
+@dataclass(frozen=True, config=_STRICT)
+class SoftTeacherConfig:
+    """Soft Teacher (Xu et al. 2021): pseudo-boxes at ``threshold`` from the EMA teacher's weak view;
+    background proposals weighted by the teacher's background score; a pseudo-box is a regression target
+    when the teacher's refinements of ``jitter_copies`` jittered copies (offsets up to ``jitter_scale`` of
+    the box size) spread less than ``max_jitter_std`` of the box size."""
+
+    threshold: Fraction = 0.9
+    jitter_copies: PositiveInt = 10
+    jitter_scale: PositiveFloat = 0.06
+    max_jitter_std: PositiveFloat = 0.02
+
+
+@dataclass(frozen=True, config=_STRICT)
+class SemiSupervisedConfig:
+    """Settings shared by the semi-supervised methods (``train.method`` other than ``supervised``).
+
+    ``weight`` is the unsupervised weight at the end of the ramp-up: lambda(t) = weight * exp(-5 (1 -
+    t / ramp_iters)^2) for t < ramp_iters, then ``weight``. Strong views (Mean Teacher's student, Soft
+    Teacher's student) are photometric: colour jitter of ``strong_jitter``, Gaussian noise and
+    ``cutout`` boxes, so boxes map between views unchanged."""
+
+    weight: NonNegative = 1.0
+    ramp_iters: Count = 500
+    start_iter: Count = 0  # unlabeled losses start here (a supervised burn-in before)
+    ema_decay: Fraction = 0.999
+    strong_jitter: Fraction = 0.3
+    strong_noise: NonNegative = 0.03
+    cutout: Count = 3
+    diagnostics_every: PositiveInt = 50
+    collapse_iters: PositiveInt = 200  # warn when no pseudo-label for this many iterations
+    dual_alignment: DualAlignmentConfig = field(default_factory=DualAlignmentConfig)
+    soft_teacher: SoftTeacherConfig = field(default_factory=SoftTeacherConfig)
+
+
+@dataclass(frozen=True, config=_STRICT)
 class TrainConfig:
     """``wsi-pipeline train`` (``wsi_pipeline.engine``). Defaults follow the paper: SGD momentum 0.9,
     lr 0.005, x0.1 every 40k iterations; plus a linear warm-up and gradient clipping."""
@@ -286,6 +338,9 @@ class TrainConfig:
     crop_size: PositiveInt | None = None  # train on random crops of this many input pixels (None: whole patches)
     crop_min_visible: Fraction = 0.5  # a lesion cut by the crop stays a target when this fraction is inside
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    unlabeled: str | None = None  # the unlabeled pool: mine's output (pool.json) or a folder of tile stores
+    unlabeled_batch_size: PositiveInt | None = None  # unlabeled images per step (None: batch_size, as the paper)
+    ssl: SemiSupervisedConfig = field(default_factory=SemiSupervisedConfig)
 
 
 @dataclass(frozen=True, config=_STRICT)

@@ -47,8 +47,8 @@ def mine(
     """Screen unlabeled slides with a supervised detector and keep the patches around what it finds.
 
     Writes a patch store and a manifest per slide and pool.json: the unlabeled pool for semi-supervised
-    training (in Python: PatchStoreDataset(pool_stores(POOL))). Settings: mine.score_threshold,
-    mine.top_k, mine.max_overlap, mine.negative_share (and infer.*).
+    training (train --set train.unlabeled=POOL; in Python: data.pool.open_pool(POOL, mpp)). Settings:
+    mine.score_threshold, mine.top_k, mine.max_overlap, mine.negative_share (and infer.*).
 
     \b
     Examples:

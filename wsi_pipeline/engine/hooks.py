@@ -1,4 +1,5 @@
-"""Hooks: learning-rate schedule, periodic checkpoints, validation with best-model keeping, logging."""
+"""Hooks: learning-rate schedule, the method's step calls, periodic checkpoints, validation with
+best-model keeping, logging and semi-supervised diagnostics."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
+from wsi_pipeline.engine.diagnostics import CollapseWatch
 from wsi_pipeline.engine.schedule import lr_factor
 from wsi_pipeline.engine.trainer import HookBase
 from wsi_pipeline.methods import TrainingMethod
 from wsi_pipeline.modeling.checkpoint import save_checkpoint
+from wsi_pipeline.taxonomy import CLASS_CODES
 
 log = logging.getLogger(__name__)
 
@@ -142,3 +146,50 @@ class MetricsLog(HookBase):
             self._bar.close()
         if self._tb is not None:
             self._tb.close()
+
+
+class MethodSteps(HookBase):
+    """Tells a training method each step's iteration (lambda(t), seeded views) before the step and that
+    the optimiser stepped (an EMA teacher's update) after it. On every rank."""
+
+    def before_step(self) -> None:
+        method = self.trainer.unwrapped
+        if isinstance(method, TrainingMethod):
+            method.begin_step(self.trainer.iter)
+
+    def after_step(self) -> None:
+        method = self.trainer.unwrapped
+        if isinstance(method, TrainingMethod):
+            method.end_step()
+
+
+class Diagnostics(HookBase):
+    """A semi-supervised method's diagnostics (pseudo-labels per class and their mean score, proxy and
+    prototype distances, memory-bank fill, each loss term) into ``metrics.csv`` as ``diag/*`` and the log
+    every ``period`` iterations; collapse and exploding-term warnings (:class:`CollapseWatch`) as they happen."""
+
+    def __init__(self, period: int, patience: int, metrics_log: MetricsLog | None = None):
+        self.period, self.metrics_log = period, metrics_log
+        self.watch = CollapseWatch(patience)
+        self.pseudo_total: np.ndarray | None = None
+
+    def after_step(self) -> None:
+        t = self.trainer
+        method = t.unwrapped
+        values = dict(getattr(method, "diagnostics", {}))
+        if not values:
+            return
+        counts = method.pseudo_counts.numpy() if "pseudo_labels" in values else None  # type: ignore[union-attr]
+        if counts is not None:
+            self.pseudo_total = counts if self.pseudo_total is None else self.pseudo_total + counts
+        for warning in self.watch.update(counts, {k: v for k, v in t.last_losses.items() if k != "total"}):
+            log.warning("iteration %d: %s", t.iter, warning)
+        done = t.iter + 1
+        if done % self.period and done != t.max_iter:
+            return
+        if self.pseudo_total is not None:
+            values.update({f"pseudo_{CLASS_CODES[c]}": float(n) for c, n in enumerate(self.pseudo_total)})
+            self.pseudo_total = None
+        if self.metrics_log is not None:
+            self.metrics_log.write(done, {f"diag/{k}": v for k, v in values.items()})
+        log.info("iteration %d: %s", done, ", ".join(f"{k} {v:.3g}" for k, v in values.items()))

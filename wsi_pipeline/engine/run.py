@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +19,26 @@ import torch
 from torch.utils.data import DataLoader
 
 from wsi_pipeline.config import PipelineConfig, config_to_dict, save_config
-from wsi_pipeline.data.batch import detection_collate, original_errors
-from wsi_pipeline.data.datasets import CocoPatchDataset
+from wsi_pipeline.data.batch import TrainBatch, detection_collate, original_errors
+from wsi_pipeline.data.datasets import CocoPatchDataset, PatchStoreDataset
+from wsi_pipeline.data.pool import open_pool
 from wsi_pipeline.device import select_device
 from wsi_pipeline.distributed import DistInfo, cleanup, init_distributed
-from wsi_pipeline.engine.hooks import Checkpointer, Evaluator, HookBase, LRSchedule, MetricsLog
+from wsi_pipeline.engine.hooks import (
+    Checkpointer,
+    Diagnostics,
+    Evaluator,
+    HookBase,
+    LRSchedule,
+    MethodSteps,
+    MetricsLog,
+)
 from wsi_pipeline.engine.schedule import BatchSchedule
 from wsi_pipeline.engine.trainer import Trainer
 from wsi_pipeline.evaluation.detection import evaluate
 from wsi_pipeline.inference.patches import coco_ground_truth, predict_patches
 from wsi_pipeline.io import remove_stale_temporaries
-from wsi_pipeline.methods import build_method, method_class
+from wsi_pipeline.methods import TrainingMethod, build_method, method_class
 from wsi_pipeline.modeling.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -59,19 +68,31 @@ class _ScheduleSampler:
         return self.schedule.iterate(self.start)
 
 
-def make_loader(dataset: Any, schedule: BatchSchedule, start: int, workers: int) -> Iterator[Any]:
+def make_loader(
+    dataset: Any, schedule: BatchSchedule, start: int, workers: int, collate: Any = detection_collate
+) -> Iterator[Any]:
     """Batches for iterations ``start, start + 1, ...``. The loader gets its own generator: creating its
     iterator would otherwise draw a seed from torch's global generator and, on resume, shift the random
     stream of the detector's samplers."""
     loader = DataLoader(
         dataset,
         batch_sampler=_ScheduleSampler(schedule, start),
-        collate_fn=detection_collate,
+        collate_fn=collate,
         num_workers=workers,
         persistent_workers=workers > 0,
         generator=torch.Generator().manual_seed(schedule.seed),
     )
     return original_errors(loader)
+
+
+def _images_only(batch: list[tuple[torch.Tensor, Any]]) -> list[torch.Tensor]:
+    return [image for image, _ in batch]
+
+
+def with_unlabeled(labeled: Iterator[TrainBatch], unlabeled: Iterator[list[torch.Tensor]]) -> Iterator[TrainBatch]:
+    """Each labeled batch with the next batch of unlabeled images (the paper samples both equally)."""
+    for batch, images in zip(labeled, unlabeled, strict=False):
+        yield replace(batch, unlabeled=images)
 
 
 @dataclass
@@ -106,6 +127,23 @@ def build_train_set(config: PipelineConfig) -> CocoPatchDataset:
     return train_set
 
 
+def build_unlabeled_set(config: PipelineConfig) -> PatchStoreDataset:
+    """The unlabeled pool of ``train.unlabeled``, checked against the model's resolution and the labeled
+    slides (train and validation sets), with the training augmentation seeded apart from the labeled set's."""
+    cfg = config.train
+    if not cfg.unlabeled:
+        raise ValueError(
+            f"train.method {cfg.method} learns from unlabeled patches: set train.unlabeled to a pool "
+            "(`wsi-pipeline mine ... --out POOL`, then --set train.unlabeled=POOL) or a folder of tile stores"
+        )
+    labeled = set(CocoPatchDataset(cfg.train_json).slide_ids())
+    if cfg.val_json:
+        labeled |= set(CocoPatchDataset(cfg.val_json).slide_ids())
+    pool = open_pool(cfg.unlabeled, config.model.input_mpp, labeled, cfg.augment, cfg.seed + 1)
+    log.info("unlabeled pool: %d patches from %d stores", len(pool), len(pool.stores))
+    return pool
+
+
 def build_model(config: PipelineConfig, device: torch.device, dist_info: DistInfo) -> torch.nn.Module:
     """The training method on ``device`` (same initial weights on every rank: seeded by ``train.seed``),
     wrapped in DDP under torchrun. The global random stream is then reseeded, so the samplers' draws do not
@@ -124,10 +162,13 @@ def build_model(config: PipelineConfig, device: torch.device, dist_info: DistInf
 
 
 def build_optimizer(config: PipelineConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """SGD with momentum over every trainable parameter of the method."""
+    """SGD with momentum over every trainable parameter of the method, in its parameter groups."""
     cfg = config.train
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    method = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    groups = method.parameter_groups(cfg.lr) if isinstance(method, TrainingMethod) else [
+        {"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.lr}
+    ]  # fmt: skip
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def build_hooks(
@@ -135,12 +176,15 @@ def build_hooks(
 ) -> tuple[list[HookBase], Evaluator | None]:
     """LR schedule on every rank; logging, checkpoints and validation (``train.val_json``) on rank 0."""
     cfg = config.train
-    hooks: list[HookBase] = [LRSchedule(cfg.warmup_iters, cfg.warmup_factor, cfg.lr_steps, cfg.lr_gamma)]
+    hooks: list[HookBase] = [
+        LRSchedule(cfg.warmup_iters, cfg.warmup_factor, cfg.lr_steps, cfg.lr_gamma),
+        MethodSteps(),  # before the checkpointer: a saved EMA teacher has this step's update
+    ]
     if not dist_info.is_main:  # one writer: rank 0 logs, saves and validates
         return hooks, None
     metrics_log = MetricsLog(out, cfg.log_every, progress)
     checkpointer = Checkpointer(out / "checkpoints", cfg.checkpoint_every, config_to_dict(config))
-    hooks += [metrics_log, checkpointer]
+    hooks += [metrics_log, Diagnostics(cfg.ssl.diagnostics_every, cfg.ssl.collapse_iters, metrics_log), checkpointer]
     if not cfg.val_json:
         return hooks, None
     val_set = CocoPatchDataset(cfg.val_json)
@@ -192,6 +236,7 @@ def run_training(
         save_config(config, out)
     device = select_device(cfg.device, dist_info.local_rank)
     train_set = build_train_set(config)
+    pool = build_unlabeled_set(config) if method_class(cfg.method).uses_unlabeled else None
     model = build_model(config, device, dist_info)
     optimizer = build_optimizer(config, model)
     hooks, evaluator = build_hooks(config, out, device, dist_info, progress and dist_info.is_main)
@@ -203,6 +248,11 @@ def run_training(
         log.info("resuming at iteration %d", trainer.start_iter)
     schedule = BatchSchedule(len(train_set), cfg.batch_size, cfg.seed, dist_info.rank, dist_info.world_size)
     trainer.data = make_loader(train_set, schedule, trainer.start_iter, cfg.workers)
+    if pool is not None:
+        size = cfg.unlabeled_batch_size or cfg.batch_size
+        pool_schedule = BatchSchedule(len(pool), size, cfg.seed + 1, dist_info.rank, dist_info.world_size)
+        images = make_loader(pool, pool_schedule, trainer.start_iter, cfg.workers, _images_only)
+        trainer.data = with_unlabeled(trainer.data, images)
     try:
         trainer.train()
     finally:

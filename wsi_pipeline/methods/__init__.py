@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from wsi_pipeline.config import PipelineConfig
 from wsi_pipeline.methods.base import TrainingMethod
+from wsi_pipeline.methods.consistency import Csd, MeanTeacher
+from wsi_pipeline.methods.dual_alignment import DualAlignment
+from wsi_pipeline.methods.soft_teacher import SoftTeacher
 from wsi_pipeline.methods.supervised import Supervised
 from wsi_pipeline.modeling import CytologyDetector, build_detector
 
-METHODS: dict[str, type[TrainingMethod]] = {cls.name: cls for cls in (Supervised,)}
+METHODS: dict[str, type[TrainingMethod]] = {
+    cls.name: cls for cls in (Supervised, DualAlignment, MeanTeacher, Csd, SoftTeacher)
+}
 
 
 def method_class(name: str) -> type[TrainingMethod]:

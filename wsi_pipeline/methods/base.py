@@ -42,6 +42,17 @@ class TrainingMethod(nn.Module):
     def forward(self, batch: TrainBatch) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    def parameter_groups(self, lr: float) -> list[dict]:
+        """The optimiser's parameter groups: every trainable parameter at ``lr`` (a method with its own
+        rates, such as dual alignment's proxies, adds groups)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
+    def begin_step(self, iteration: int) -> None:
+        """Called before each step with its iteration (lambda(t), seeded views)."""
+
+    def end_step(self) -> None:
+        """Called after each optimiser step (an EMA teacher's update)."""
+
     def inference_detector(self) -> CytologyDetector:
         """The detector whose weights ``infer``/``eval`` use."""
         return self.detector

@@ -255,16 +255,3 @@ def _write_store(
         shutil.rmtree(final)
     tmp.rename(final)
     fsync_dir(out)
-
-
-def pool_stores(pool: str | Path) -> list[Path]:
-    """The patch stores of a mined pool (``pool.json``) or of a folder of ``tile`` stores."""
-    pool = Path(pool)
-    manifest = pool / "pool.json"
-    if manifest.is_file():
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-        return [pool / entry["store"] for entry in data["slides"].values() if entry.get("patches")]
-    stores = sorted(p for p in pool.glob("*.zarr") if p.is_dir())
-    if not stores:
-        raise ValueError(f"{pool}: neither a mined pool (pool.json) nor a folder of patch stores")
-    return stores

@@ -1,0 +1,143 @@
+"""Deep semi-supervised metric learning with dual alignment (Chai et al.; ``shared/method.md``).
+
+Per step, besides Faster R-CNN's supervised losses:
+
+- labeled proposals: the box-head features of the RoI sampler's foreground proposals, classes from the
+  ground-truth assignment, scores ``q`` = the detector's probability of that class;
+- unlabeled proposals: pseudo-labels from a separate ``no_grad`` pass of the model itself in eval mode
+  (or of an EMA teacher, ``dual_alignment.pseudo_labels: ema``) at score >= ``threshold``; the student's
+  box head embeds those boxes with gradient;
+- both go through the projection head (Eq. 1) into the metric space, L2-normalised as are the proxies
+  (Proxy-NCA's practice: distances stay within [0, 2], so L_pml is bounded below and margin 1.0 is
+  meaningful; the paper leaves the scale open);
+- proposal alignment (Eq. 2-3): L_pml on labeled rows (the proxies learn from these only, with their own
+  learning rate) and L'_pml on unlabeled rows against detached proxies;
+- prototype alignment (Eq. 4-8): confidence-guided prototypes of each side against the memory bank's
+  class means (ground-truth-guided labeled prototypes of previous steps), L_intra + 2 L_inter;
+- lambda(t) ramps the four terms up (Eq. 9).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from wsi_pipeline.config import SemiSupervisedConfig
+from wsi_pipeline.data.batch import TrainBatch
+from wsi_pipeline.losses.memory_bank import MemoryBank
+from wsi_pipeline.losses.metric import class_prototypes, prototype_alignment, proxy_loss
+from wsi_pipeline.methods.semi import SemiSupervised, pseudo_labels
+from wsi_pipeline.modeling import CytologyDetector
+from wsi_pipeline.modeling.detector import SupervisedOutputs
+from wsi_pipeline.modeling.heads import ProjectionHead
+from wsi_pipeline.taxonomy import NUM_CLASSES
+
+
+class DualAlignment(SemiSupervised):
+    """``sup_pml``, ``unsup_pml`` (proposal alignment) and ``sup_pmb``, ``unsup_pmb`` (prototype alignment),
+    each switchable (``train.ssl.dual_alignment``) for the paper's ablations."""
+
+    name = "dual_alignment"
+
+    def __init__(self, detector: CytologyDetector, cfg: SemiSupervisedConfig, seed: int = 0):
+        da = cfg.dual_alignment
+        super().__init__(detector, cfg, seed, teacher=da.pseudo_labels == "ema")
+        self.da = da
+        in_dim = detector.roi_heads.box_predictor.cls_score.in_features
+        self.projection = ProjectionHead(in_dim, da.hidden_dim, da.embed_dim)
+        self.proxies = nn.Parameter(torch.randn(NUM_CLASSES, da.embed_dim)) if da.proposal_alignment else None
+        use_bank = da.prototype_alignment and da.memory_bank
+        self.bank = MemoryBank(da.bank_size, da.embed_dim) if use_bank else None
+        names = []
+        if da.proposal_alignment:
+            names += ["sup_pml", "unsup_pml"]
+        if da.prototype_alignment:
+            names += ["sup_pmb", "unsup_pmb"]
+        if not names:
+            raise ValueError("train.ssl.dual_alignment: switch on proposal_alignment or prototype_alignment")
+        self.loss_names = tuple(names)
+
+    def parameter_groups(self, lr: float) -> list[dict]:
+        """The proxies learn at ``proxy_lr`` (0.01 in the paper), everything else at ``lr``."""
+        proxies = [self.proxies] if self.proxies is not None else []
+        rest = [p for p in self.parameters() if p.requires_grad and all(p is not q for q in proxies)]
+        groups: list[dict] = [{"params": rest, "lr": lr}]
+        if proxies:
+            groups.append({"params": proxies, "lr": self.da.proxy_lr})
+        return groups
+
+    # -- the parts ------------------------------------------------------------------------------
+    def embed(self, features: Tensor) -> Tensor:
+        """Box-head features ``(N, 1024)`` -> unit-length embeddings ``(N, embed_dim)``."""
+        return F.normalize(self.projection(features), dim=1)
+
+    def labeled_rows(self, sup: SupervisedOutputs) -> tuple[Tensor, Tensor, Tensor]:
+        """Embeddings, classes (0 .. C - 1) and scores of the labeled foreground proposals."""
+        fg = torch.where(sup.labels > 0)[0]
+        classes = sup.labels[fg] - 1
+        probs = torch.softmax(sup.head.class_logits[fg].detach(), dim=1)
+        scores = probs.gather(1, sup.labels[fg][:, None]).squeeze(1)
+        return self.embed(sup.head.features[fg]), classes, scores
+
+    def unlabeled_rows(self, images: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Embeddings, pseudo-classes and scores of the unlabeled images' pseudo-labelled boxes: labels from
+        a no-grad pass, embeddings from the student's box head on those boxes (with gradient)."""
+        source = self.teacher.model if self.teacher is not None else self.detector
+        found = pseudo_labels(source, images, self.da.threshold)  # type: ignore[arg-type]
+        self.count_pseudo(found)
+        dim = self.da.embed_dim
+        keep = [k for k, d in enumerate(found) if len(d["boxes"])]
+        if not keep:
+            device = images[0].device
+            return images[0].new_zeros(0, dim), torch.zeros(0, dtype=torch.long, device=device), images[0].new_zeros(0)
+        targets = [{"boxes": found[k]["boxes"], "labels": found[k]["labels"]} for k in keep]
+        batch, targets = self.detector.preprocess([images[k] for k in keep], targets)
+        features = self.detector.features(batch)
+        head = self.detector.box_head(features, [t["boxes"] for t in targets], batch.image_sizes)
+        classes = torch.cat([t["labels"] for t in targets]) - 1
+        scores = torch.cat([found[k]["scores"] for k in keep])
+        return self.embed(head.features), classes, scores
+
+    def bank_prototypes(self, x: Tensor, classes: Tensor) -> tuple[Tensor, Tensor]:
+        """P^M (C, D) and which classes it has: the bank's class means, or without a bank the batch's
+        ground-truth-guided labeled prototypes (the "without memory bank" ablation)."""
+        if self.bank is not None:
+            return self.bank.class_means(NUM_CLASSES)
+        protos, present = class_prototypes(x.detach(), classes, NUM_CLASSES)
+        return protos, present
+
+    # -- the loss -------------------------------------------------------------------------------
+    def semi_supervised_losses(self, batch: TrainBatch, sup: SupervisedOutputs) -> dict[str, Tensor]:
+        x_l, c_l, q_l = self.labeled_rows(sup)
+        x_u, c_u, q_u = self.unlabeled_rows(batch.unlabeled)
+        losses: dict[str, Tensor] = {}
+        if self.proxies is not None:
+            proxies = F.normalize(self.proxies, dim=1)
+            losses["sup_pml"] = proxy_loss(x_l, c_l, proxies)
+            losses["unsup_pml"] = proxy_loss(x_u, c_u, proxies.detach())  # proxies learn from labeled data only
+            d = torch.cdist(proxies.detach(), proxies.detach())
+            self.diagnostics["proxy_distance_min"] = float(d[~torch.eye(NUM_CLASSES, dtype=torch.bool)].min())
+        if self.da.prototype_alignment:
+            bank, bank_present = self.bank_prototypes(x_l, c_l)
+            m = self.da.margin
+            cg_l, present_l = class_prototypes(x_l, c_l, NUM_CLASSES, q_l)
+            cg_u, present_u = class_prototypes(x_u, c_u, NUM_CLASSES, q_u)
+            losses["sup_pmb"] = sum(prototype_alignment(bank, bank_present, cg_l, present_l, m))  # type: ignore[assignment]
+            losses["unsup_pmb"] = sum(prototype_alignment(bank, bank_present, cg_u, present_u, m))  # type: ignore[assignment]
+            self._log_prototypes(bank, bank_present)
+            if self.bank is not None:  # this step's ground-truth-guided prototypes join the bank afterwards
+                gg, present = class_prototypes(x_l.detach(), c_l, NUM_CLASSES)
+                self.bank.push(gg[present], torch.where(present)[0])
+        return losses
+
+    def _log_prototypes(self, protos: Tensor, present: Tensor) -> None:
+        if self.bank is not None:
+            for c, n in enumerate(self.bank.counts(NUM_CLASSES).tolist()):
+                self.diagnostics[f"bank_fill_{c + 1}"] = float(n)
+        idx = torch.where(present)[0]
+        if len(idx) > 1:
+            d = torch.cdist(protos[idx], protos[idx])
+            self.diagnostics["prototype_distance_min"] = float(
+                d[~torch.eye(len(idx), dtype=torch.bool, device=d.device)].min()
+            )
