@@ -116,7 +116,8 @@ def build_train_set(config: PipelineConfig) -> CocoPatchDataset:
         crop_min_visible=cfg.crop_min_visible,
     )
     train_set.check_mpp(config.model.input_mpp)
-    subset = labeled_subset(train_set.slide_ids(), cfg.labeled_fraction, cfg.seed)
+    subset_seed = cfg.seed if cfg.subset_seed is None else cfg.subset_seed
+    subset = labeled_subset(train_set.slide_ids(), cfg.labeled_fraction, subset_seed)
     if subset is not None:
         train_set = train_set.only_slides(subset)
     log.info("training on %d patches from %d slides", len(train_set), len(train_set.slide_ids()))

@@ -1,0 +1,335 @@
+"""The paper's two tables on synthpap-v3 with the CPU learning-curve detector (configs/curve-cpu.yaml).
+
+Table 1: test mAP (AP10-70) with 25/50/75/100% of the labeled slides, supervised vs dual alignment.
+Table 2, 100% of the labels: supervised, CSD, Mean Teacher, Soft Teacher, the three dual-alignment
+ablations and dual alignment. Three seeds; a seed fixes the labeled slides and the initialisation for
+every method, so gains are reported paired (the mean +- std of the per-seed differences to supervised).
+
+The unlabeled pool is mined once from v3's 50 unlabeled slides by the 100% supervised model (seed 0) and
+kept fixed. Every run is cached in ``OUT/<preset>/frac<f>_seed<s>/result.json`` and resumes from its last
+checkpoint; supervised runs are shared with ``benchmarks/learning_curve.py`` (``--supervised-out``).
+
+    python benchmarks/ssl_tables.py --quick                  # 25%: supervised vs dual alignment, 3 seeds
+    python benchmarks/ssl_tables.py --rows table1 --rows table2
+    python benchmarks/ssl_tables.py --rows noise             # one labeled subset, three init seeds
+    python benchmarks/ssl_tables.py --rows step-time         # one training step of each method, one process
+    python benchmarks/ssl_tables.py --report                 # the tables from what is cached, nothing trained
+
+Markdown goes to stdout and ``OUT/tables.md``, everything to ``OUT/tables.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from learning_curve import _set_threads, run_one
+
+ROOT = Path(__file__).resolve().parents[1]
+V3 = ROOT / "data" / "synthpap-v3"
+OUT = ROOT / "data" / "bench" / "ssl"
+CURVE = ROOT / "data" / "bench" / "curve-cpu-redesign"  # benchmarks/learning_curve.py --out: the supervised runs
+SUPERVISED = "curve-cpu"
+TABLE2 = ["curve-cpu", "csd", "mean_teacher", "soft_teacher", "dual_alignment-no-prototype",
+          "dual_alignment-no-proposal", "dual_alignment-no-bank", "dual_alignment"]  # fmt: skip
+FRACTIONS = [0.25, 0.5, 0.75, 1.0]
+SEEDS = [0, 1, 2]
+log = logging.getLogger("ssl_tables")
+
+
+def runs_of(rows: list[str]) -> list[tuple[str, float, int, tuple[str, ...]]]:
+    """``(preset, fraction, seed, extra overrides)`` of the named rows, without repeats."""
+    runs: list[tuple[str, float, int, tuple[str, ...]]] = []
+    for row in rows:
+        if row in ("quick", "table1"):
+            fractions = [0.25] if row == "quick" else FRACTIONS
+            runs += [(p, f, s, ()) for f in fractions for p in (SUPERVISED, "dual_alignment") for s in SEEDS]
+        elif row == "table2":
+            runs += [(p, 1.0, s, ()) for p in TABLE2 for s in SEEDS]
+        elif row == "noise":  # the labeled subset of seed 0, three initialisation / data-order seeds
+            runs += [(SUPERVISED, 0.25, s, ("train.subset_seed=0",) if s else ()) for s in SEEDS]
+    return list(dict.fromkeys(runs))
+
+
+def folder_of(out: Path, supervised_out: Path, preset: str, fraction: float, seed: int, extra: tuple[str, ...]) -> Path:
+    tag = f"frac{fraction:g}_seed{seed}" + ("_subset0" if extra else "")
+    return (supervised_out if preset == SUPERVISED else out / preset) / tag
+
+
+def ensure_pool(pool: Path, checkpoint: Path) -> None:
+    """Mine the pool once (the 100% supervised model, seed 0) unless it is there."""
+    if (pool / "pool.json").is_file():
+        return
+    if not checkpoint.is_file():
+        raise SystemExit(f"{checkpoint}: missing; train the 100% seed-0 supervised run first (learning_curve.py)")
+    slides = sorted(str(p) for p in (V3 / "slides").glob("U*.tiff"))
+    labeled = [a for split in ("train", "val", "test") for a in ("--labeled", str(V3 / "patches" / f"{split}.json"))]
+    command = [sys.executable, "-m", "wsi_pipeline", "mine", *slides, "--checkpoint", str(checkpoint),
+               "--out", str(pool), *labeled]  # fmt: skip
+    log.info("mining the pool: %s", " ".join(command))
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    (pool / "mine_seconds.txt").write_text(f"{time.perf_counter() - started:.0f}\n")
+
+
+def pseudo_label_quality(checkpoint: Path, pool: Path, threshold: float, iou: float = 0.3, patches: int = 120) -> dict:
+    """Precision and recall at ``threshold`` of a checkpoint's detections on a fixed sample of pool patches,
+    against the pool slides' hidden ground truth (class-aware, IoU >= ``iou``)."""
+    import torch
+
+    from wsi_pipeline.data.geojson_io import read_geojson
+    from wsi_pipeline.data.patches import crop_annotations
+    from wsi_pipeline.data.pool import open_pool
+    from wsi_pipeline.evaluation.detection import box_iou
+    from wsi_pipeline.inference.predictor import Predictor
+    from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
+    from wsi_pipeline.taxonomy import BY_CODE
+    from wsi_pipeline.types import Box
+
+    model, config = model_from_checkpoint(checkpoint)
+    dataset = open_pool(pool, config.model.input_mpp)  # the slides' hidden ground truth: v3's geojson
+    chosen = np.random.default_rng(0).choice(len(dataset), min(patches, len(dataset)), replace=False)
+    predictor = Predictor(model, torch.device("cpu"))
+    truth_of: dict[str, list] = {}
+    tp = n_pred = n_gt = 0
+    for index in sorted(chosen.tolist()):
+        s, i = dataset.index[int(index)]
+        store = dataset.stores[s]
+        image, meta, sid = store[i], store.row(i), store.attrs["slide_id"]
+        if sid not in truth_of:
+            truth_of[sid] = read_geojson(V3 / "slides" / f"{sid}.geojson")
+        window = Box(meta["x"], meta["y"], meta["x"] + meta["width"], meta["y"] + meta["height"])
+        labels = [p for p in crop_annotations(truth_of[sid], window, 0.5) if not p.ignore]
+        to_patch = image.shape[1] / meta["width"]  # patch pixels per level-0 pixel
+        gt = np.array([[p.box.x0, p.box.y0, p.box.x1, p.box.y1] for p in labels], float).reshape(-1, 4) * to_patch
+        gt_cls = np.array([BY_CODE[p.label].id for p in labels], int)
+        found = predictor([image])[0]
+        keep = found["scores"] >= threshold
+        boxes, cls, scores = found["boxes"][keep], found["labels"][keep], found["scores"][keep]
+        n_pred += len(boxes)
+        n_gt += len(gt)
+        if len(boxes) and len(gt):
+            overlap = box_iou(boxes, gt, np.zeros(len(gt), bool)) * (cls[:, None] == gt_cls[None, :])
+            used = np.zeros(len(gt), bool)
+            for k in np.argsort(-scores):
+                j = int(np.argmax(np.where(used, -1, overlap[k])))
+                if overlap[k, j] >= iou and not used[j]:
+                    used[j] = True
+                    tp += 1
+    return {"precision": tp / n_pred if n_pred else None, "recall": tp / n_gt if n_gt else None,
+            "pseudo_labels": n_pred, "lesions": n_gt, "patches": len(chosen)}  # fmt: skip
+
+
+def train_runs(runs: list, out: Path, supervised_out: Path, pool: Path, jobs: int) -> dict:
+    test_json = V3 / "patches" / "test.json"
+    args = []
+    for preset, fraction, seed, extra in runs:
+        overrides = list(extra) + ([] if preset == SUPERVISED else [f"train.unlabeled={pool}"])
+        args.append(
+            (
+                preset,
+                overrides,
+                fraction,
+                seed,
+                test_json,
+                folder_of(out, supervised_out, preset, fraction, seed, extra),
+            )
+        )
+    if jobs == 1:
+        results = [run_one(*a, True) for a in args]
+    else:  # one run per core with one thread each, as the learning curve
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_set_threads, initargs=(threads,)) as workers:
+            results = [f.result() for f in [workers.submit(run_one, *a, False) for a in args]]
+    return {(r[0], r[2], r[3], r[5]): res for r, res in zip(args, results, strict=True)}
+
+
+def cached(runs: list, out: Path, supervised_out: Path) -> dict:
+    found = {}
+    for preset, fraction, seed, extra in runs:
+        path = folder_of(out, supervised_out, preset, fraction, seed, extra) / "result.json"
+        if path.is_file():
+            found[(preset, fraction, seed, folder_of(out, supervised_out, preset, fraction, seed, extra))] = json.loads(
+                path.read_text()
+            )
+    return found
+
+
+def _pm(values: list[float]) -> str:
+    v = np.asarray(values, float) * 100
+    return "-" if not len(v) else f"{v.mean():.1f} +- {v.std():.1f}"
+
+
+def table(results: dict, presets: list[str], fraction: float, classes: list[str]) -> tuple[list[str], list[dict]]:
+    """Markdown rows and JSON rows for ``presets`` at ``fraction``: mean +- std per class and mAP, and the
+    paired gain over supervised (seeds both have)."""
+    by = {(p, s): r for (p, f, s, folder), r in results.items() if f == fraction and "subset0" not in folder.name}
+    lines, rows = [], []
+    for preset in presets:
+        seeds = sorted(s for p, s in by if p == preset)
+        if not seeds:
+            continue
+        metrics = {c: [by[(preset, s)]["classes"][c]["mAP"] or 0.0 for s in seeds] for c in classes}
+        metrics["mAP"] = [by[(preset, s)]["overall"]["mAP"] for s in seeds]
+        paired = [s for s in seeds if (SUPERVISED, s) in by]
+        gains = {}
+        if preset != SUPERVISED and paired:
+            for c in classes:
+                gains[c] = [
+                    (by[(preset, s)]["classes"][c]["mAP"] or 0) - (by[(SUPERVISED, s)]["classes"][c]["mAP"] or 0)
+                    for s in paired
+                ]
+            gains["mAP"] = [by[(preset, s)]["overall"]["mAP"] - by[(SUPERVISED, s)]["overall"]["mAP"] for s in paired]
+        quality = [by[(preset, s)].get("pseudo_quality") for s in seeds]
+        precision = [q["precision"] for q in quality if q and q["precision"] is not None]
+        recall = [q["recall"] for q in quality if q and q["recall"] is not None]
+        cpu = np.mean([by[(preset, s)]["seconds"] for s in seeds]) / 60
+        lines.append(
+            f"| {preset} | {len(seeds)} | {_pm(metrics['mAP'])} | {_pm(gains['mAP']) if gains else '-'} | "
+            + " | ".join(f"{_pm(metrics[c])}" + (f" ({_pm(gains[c])})" if gains else "") for c in classes)
+            + f" | {_pm(precision)} / {_pm(recall)} | {cpu:.0f} |"
+        )
+        rows.append({"preset": preset, "fraction": fraction, "seeds": seeds, "metrics": metrics, "gains": gains,
+                     "pseudo_precision": precision, "pseudo_recall": recall, "minutes": cpu})  # fmt: skip
+    return lines, rows
+
+
+def step_times(pool: Path, steps: int = 4) -> list[str]:
+    """One training step of each method on the same batch (2 labeled + 2 unlabeled patches), one process,
+    same threads; dual alignment also with its alignment terms switched off (pseudo-labels and the
+    unlabeled images' box-head features still computed, no projection head, proxies, prototypes or bank)."""
+    import torch
+
+    from wsi_pipeline.config import load_config
+    from wsi_pipeline.data.batch import TrainBatch, detection_collate
+    from wsi_pipeline.data.datasets import CocoPatchDataset
+    from wsi_pipeline.data.pool import open_pool
+    from wsi_pipeline.methods import build_method
+    from wsi_pipeline.methods.dual_alignment import DualAlignment
+
+    class AlignmentOff(DualAlignment):
+        def semi_supervised_losses(self, batch, sup):  # type: ignore[no-untyped-def]
+            from wsi_pipeline.methods.semi import pseudo_labels
+
+            found = pseudo_labels(self.detector, batch.unlabeled, self.da.threshold)
+            targets = [{"boxes": d["boxes"], "labels": d["labels"]} for d in found if len(d["boxes"])]
+            images = [img for img, d in zip(batch.unlabeled, found, strict=True) if len(d["boxes"])]
+            zero = sup.head.features.sum() * 0.0
+            if images:
+                b, targets = self.detector.preprocess(images, targets)
+                head = self.detector.box_head(self.detector.features(b), [t["boxes"] for t in targets], b.image_sizes)
+                zero = zero + head.features.sum() * 0.0
+            return {name: zero for name in self.loss_names}
+
+    labeled = CocoPatchDataset(V3 / "patches" / "train.json")
+    batch = detection_collate([labeled[i] for i in range(2)])
+    unlabeled = open_pool(pool, 0.25)
+    batch = TrainBatch(batch.images, batch.targets, [unlabeled[i][0] for i in range(2)])
+    lines = ["| method | seconds per step | vs supervised |", "|---|---|---|"]
+    base = None
+    for preset in [
+        "curve-cpu",
+        "dual_alignment",
+        "dual_alignment (alignment off)",
+        "mean_teacher",
+        "csd",
+        "soft_teacher",
+    ]:
+        config = load_config(preset.split(" ")[0], [f"train.unlabeled={pool}", "train.ssl.ramp_iters=0"])
+        torch.manual_seed(0)
+        method = build_method(config)
+        if preset.endswith("(alignment off)"):
+            torch.manual_seed(0)
+            method = AlignmentOff(method.detector, config.train.ssl)
+        optimizer = torch.optim.SGD(method.parameters(), lr=1e-4, momentum=0.9)
+        method.train()
+        timings = []
+        for k in range(steps + 1):
+            started = time.perf_counter()
+            method.begin_step(10_000 + k)
+            losses = method(batch)
+            optimizer.zero_grad()
+            sum(losses.values()).backward()
+            optimizer.step()
+            method.end_step()
+            timings.append(time.perf_counter() - started)
+        seconds = float(np.median(timings[1:]))
+        base = base or seconds
+        lines.append(f"| {preset} | {seconds:.2f} | {seconds / base:.2f}x |")
+        log.info(lines[-1])
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--rows", action="append", default=[], choices=["quick", "table1", "table2", "noise", "step-time"]
+    )
+    parser.add_argument("--quick", action="store_true", help="the same as --rows quick")
+    parser.add_argument("--report", action="store_true", help="tables from cached runs only")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--supervised-out", type=Path, default=CURVE)
+    parser.add_argument("--pool", type=Path, default=OUT / "pool")
+    parser.add_argument("--mining-checkpoint", type=Path, default=CURVE / "frac1_seed0" / "checkpoints" / "last.pt")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(message)s")
+    rows = args.rows + (["quick"] if args.quick else [])
+    if not rows and not args.report:
+        parser.error("name --rows (or --quick, --report)")
+    training = [r for r in rows if r != "step-time"]
+    every = runs_of(["table1", "table2", "noise"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    if training and not args.report:
+        ensure_pool(args.pool, args.mining_checkpoint)
+        train_runs(runs_of(training), args.out, args.supervised_out, args.pool, args.jobs)
+    results = cached(every, args.out, args.supervised_out)
+    for (preset, _f, _s, folder), result in results.items():  # pseudo-label quality of each SSL run, cached
+        if preset != SUPERVISED and "pseudo_quality" not in result and (folder / "checkpoints" / "last.pt").is_file():
+            result["pseudo_quality"] = pseudo_label_quality(folder / "checkpoints" / "last.pt", args.pool, 0.5)
+            (folder / "result.json").write_text(json.dumps(result, indent=1))
+    md: list[str] = []
+    out_json: dict = {"tables": {}}
+    if results:
+        classes = list(next(iter(results.values()))["classes"])
+        header = (f"| method | seeds | mAP | paired gain | {' | '.join(f'{c} (gain)' for c in classes)} | "
+                  "pseudo-label precision / recall | minutes |")  # fmt: skip
+        rule = "|---|---|---|---|" + "---|" * len(classes) + "---|---|"
+        for fraction in FRACTIONS:
+            lines, table_rows = table(results, [SUPERVISED, "dual_alignment"], fraction, classes)
+            if lines:
+                md += [f"\n**Table 1, {fraction:.0%} labeled**\n", header, rule, *lines]
+                out_json["tables"][f"table1_{fraction:g}"] = table_rows
+        lines, table_rows = table(results, TABLE2, 1.0, classes)
+        if lines:
+            md += ["\n**Table 2, 100% labeled**\n", header, rule, *lines]
+            out_json["tables"]["table2"] = table_rows
+        noise = [r["overall"]["mAP"] for (p, f, s, folder), r in results.items()
+                 if p == SUPERVISED and f == 0.25 and (s == 0 or "subset0" in folder.name)]  # fmt: skip
+        if len(noise) > 1:
+            md += [f"\nNoise floor (25%, seed 0's labeled slides, {len(noise)} init seeds): mAP {_pm(noise)}"]
+            out_json["noise_floor"] = noise
+    if "step-time" in rows:
+        lines = step_times(args.pool)
+        md += ["\n**One training step (2 labeled + 2 unlabeled patches)**\n", *lines]
+        out_json["step_time"] = lines
+    text = "\n".join(md)
+    print(text)
+    (args.out / "tables.md").write_text(text + "\n")
+    (args.out / "tables.json").write_text(json.dumps(out_json, indent=1))
+
+
+if __name__ == "__main__":
+    main()
