@@ -46,7 +46,9 @@ class DualAlignment(SemiSupervised):
         self.da = da
         in_dim = detector.roi_heads.box_predictor.cls_score.in_features
         self.projection = ProjectionHead(in_dim, da.hidden_dim, da.embed_dim)
-        self.proxies = nn.Parameter(torch.randn(NUM_CLASSES, da.embed_dim)) if da.proposal_alignment else None
+        # on the unit sphere from the start: a random 128-d proxy has norm ~11, and lr 0.01 would barely turn it
+        proxies = F.normalize(torch.randn(NUM_CLASSES, da.embed_dim), dim=1)
+        self.proxies = nn.Parameter(proxies) if da.proposal_alignment else None
         use_bank = da.prototype_alignment and da.memory_bank
         self.bank = MemoryBank(da.bank_size, da.embed_dim) if use_bank else None
         names = []
