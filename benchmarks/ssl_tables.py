@@ -206,10 +206,11 @@ def table(results: dict, presets: list[str], fraction: float, classes: list[str]
     return lines, rows
 
 
-def step_times(pool: Path, steps: int = 4) -> list[str]:
+def step_times(pool: Path, checkpoint: Path, steps: int = 4) -> list[str]:
     """One training step of each method on the same batch (2 labeled + 2 unlabeled patches), one process,
-    same threads; dual alignment also with its alignment terms switched off (pseudo-labels and the
-    unlabeled images' box-head features still computed, no projection head, proxies, prototypes or bank)."""
+    same threads, every detector starting from ``checkpoint``'s weights (so pseudo-labels exist, as late in
+    training); dual alignment also with its alignment terms switched off (pseudo-labels and the unlabeled
+    images' box-head features still computed, no projection head, proxies, prototypes or bank)."""
     import torch
 
     from wsi_pipeline.config import load_config
@@ -233,6 +234,9 @@ def step_times(pool: Path, steps: int = 4) -> list[str]:
                 zero = zero + head.features.sum() * 0.0
             return {name: zero for name in self.loss_names}
 
+    from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
+
+    trained = model_from_checkpoint(checkpoint)[0].state_dict()
     labeled = CocoPatchDataset(V3 / "patches" / "train.json")
     batch = detection_collate([labeled[i] for i in range(2)])
     unlabeled = open_pool(pool, 0.25)
@@ -253,6 +257,9 @@ def step_times(pool: Path, steps: int = 4) -> list[str]:
         if preset.endswith("(alignment off)"):
             torch.manual_seed(0)
             method = AlignmentOff(method.detector, config.train.ssl)
+        method.detector.load_state_dict(trained)
+        if getattr(method, "teacher", None) is not None:
+            method.teacher.model.load_state_dict(trained)
         optimizer = torch.optim.SGD(method.parameters(), lr=1e-4, momentum=0.9)
         method.train()
         timings = []
@@ -322,7 +329,7 @@ def main() -> None:
             md += [f"\nNoise floor (25%, seed 0's labeled slides, {len(noise)} init seeds): mAP {_pm(noise)}"]
             out_json["noise_floor"] = noise
     if "step-time" in rows:
-        lines = step_times(args.pool)
+        lines = step_times(args.pool, args.mining_checkpoint)
         md += ["\n**One training step (2 labeled + 2 unlabeled patches)**\n", *lines]
         out_json["step_time"] = lines
     text = "\n".join(md)

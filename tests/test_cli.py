@@ -66,8 +66,10 @@ def test_synth_end_to_end(tmp_path: Path):
 
 def test_demo_runs_every_stage_and_reuses_its_outputs(tmp_path: Path, tiny_overrides: tuple[str, ...]):
     """The README demo on tiny slides and a 4-iteration schedule: synth, tile, train, eval, infer on the test
-    slide, whole-slide eval, mine; every stage writes its files, and a re-run reuses them."""
-    sets = [*tiny_overrides, "train.max_iter=4", "train.checkpoint_every=2"]
+    slide, whole-slide eval, mine, dual alignment on the pool; every stage writes its files, and a re-run
+    reuses them."""
+    sets = [*tiny_overrides, "train.max_iter=4", "train.checkpoint_every=2", "train.ssl.start_iter=0",
+            "train.ssl.dual_alignment.threshold=0.05"]  # fmt: skip
     args = ["-q", "demo", "--out", str(tmp_path), "--workers", "1", *[a for kv in sets for a in ("--set", kv)]]
     first = CliRunner().invoke(cli, args)
     assert first.exit_code == 0, first.output
@@ -79,6 +81,12 @@ def test_demo_runs_every_stage_and_reuses_its_outputs(tmp_path: Path, tiny_overr
     assert (maps / "summary.csv").is_file() and json.loads((maps / "eval_report.json").read_text())["images"] == 1
     pool = json.loads((tmp_path / "pool" / "pool.json").read_text())
     assert list(pool["slides"]) == ["U0001"] and not pool["failed"]
+    ssl = tmp_path / "train-dual_alignment"  # the semi-supervised step on that pool
+    assert (
+        "unlabeled: " in (ssl / "config.yaml").read_text()
+        and "method: dual_alignment" in (ssl / "config.yaml").read_text()
+    )
+    assert "mAP" in json.loads((ssl / "test_report.json").read_text())["overall"]
     again = CliRunner().invoke(cli, args)  # finished stages are reused, not redone or refused
     assert again.exit_code == 0, again.output
     assert json.loads((tmp_path / "train" / "test_report.json").read_text()) == report

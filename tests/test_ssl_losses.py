@@ -144,7 +144,8 @@ def test_collapse_watch_warns_once_per_episode():
     assert watch.update(one_class, {}) == []
     assert watch.update(None, {}) == []  # a step without pseudo-labelling leaves the counts alone
     watch = CollapseWatch(patience=3)
-    for _ in range(12):
-        assert watch.update(None, {"unsup_pml": 0.5}) == []
+    for k in range(30):  # zero on steps without pseudo-labels: a later non-zero value is no explosion
+        assert watch.update(None, {"unsup_pml": 0.5 if k % 2 else 0.0}) == []
+    assert watch.update(None, {"unsup_pml": -3.0}) == []  # 6x: within bounds, whatever the sign
     jumped = watch.update(None, {"unsup_pml": 50.0})
     assert len(jumped) == 1 and "unsup_pml exploded" in jumped[0]

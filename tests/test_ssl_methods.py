@@ -188,3 +188,27 @@ def test_bank_and_teacher_survive_checkpoint_and_exact_resume(pools, tiny_datase
     assert int((a["bank.labels"] >= 0).sum()) > 0
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_two_ranks_hold_the_same_teacher_and_bank(tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+
+    worker = Path(__file__).parent / "ddp" / "ssl_worker.py"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    done = subprocess.run(
+        [*torchrun, str(worker), str(tmp_path)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    assert int((ranks[0]["bank.labels"] >= 0).sum()) >= 4  # both ranks' prototypes of two steps
+    assert set(ranks[0]["bank.labels"].tolist()) >= {0, 1, 2}  # rank 0 pushed class 1, rank 1 class 2 (ids - 1)
+    teacher = [k for k in ranks[0] if k.startswith("teacher.")]
+    assert teacher
+    student = ranks[0]["detector.roi_heads.box_predictor.cls_score.weight"]
+    assert not torch.equal(ranks[0]["teacher.model.roi_heads.box_predictor.cls_score.weight"], student)
+    for key, value in ranks[0].items():
+        assert torch.allclose(value.float(), ranks[1][key].float(), atol=1e-6), key

@@ -6,7 +6,8 @@ loss terms, and returns the warnings to emit, each once per episode:
 - no pseudo-label for ``patience`` iterations in a row (threshold too high, or the detector too weak);
 - one class holding more than ``max_share`` of the pseudo-labels of the last ``patience`` iterations
   (counted once at least ``min_count`` were made);
-- a loss term above ``jump`` times the median of its last ``history`` values (and above ``floor``).
+- a loss term whose size is above ``jump`` times the median size of its non-zero values among the last
+  ``history`` (and above ``floor``).
 """
 
 from __future__ import annotations
@@ -63,11 +64,12 @@ class CollapseWatch:
             self.one_class = share > self.max_share
         for name, value in losses.items():
             past = self.history.setdefault(name, deque(maxlen=self.history_len))
-            if len(past) >= 10 and self.steps >= self.quiet_until.get(name, 0):
-                median = float(np.median(past))
-                if value > self.floor and value > self.jump * max(median, 1e-12):
-                    ratio = value / max(median, 1e-12)
-                    warnings.append(f"loss term {name} exploded: {value:.4g}, {ratio:.0f}x its median {median:.4g}")
+            active = [abs(v) for v in past if v != 0.0]  # 0 on steps without pseudo-labels is not a baseline
+            if len(active) >= 10 and self.steps >= self.quiet_until.get(name, 0):
+                scale = max(float(np.median(active)), 1e-12)  # terms such as L_pml can be negative: sizes count
+                if abs(value) > self.floor and abs(value) > self.jump * scale:
+                    ratio = abs(value) / scale
+                    warnings.append(f"loss term {name} exploded: {value:.4g}, {ratio:.0f}x its usual size {scale:.4g}")
                     self.quiet_until[name] = self.steps + self.history_len
             past.append(value)
         return warnings
