@@ -69,7 +69,7 @@ def test_demo_runs_every_stage_and_reuses_its_outputs(tmp_path: Path, tiny_overr
     slide, whole-slide eval, mine, dual alignment on the pool; every stage writes its files, and a re-run
     reuses them."""
     sets = [*tiny_overrides, "train.max_iter=4", "train.checkpoint_every=2", "train.ssl.start_iter=0",
-            "train.ssl.dual_alignment.threshold=0.05"]  # fmt: skip
+            "train.ssl.dual_alignment.threshold=0.05", "mine.score_threshold=0.0"]  # fmt: skip
     args = ["-q", "demo", "--out", str(tmp_path), "--workers", "1", *[a for kv in sets for a in ("--set", kv)]]
     first = CliRunner().invoke(cli, args)
     assert first.exit_code == 0, first.output
