@@ -309,6 +309,22 @@ def main() -> None:
             (folder / "result.json").write_text(json.dumps(result, indent=1))
     md: list[str] = []
     out_json: dict = {"tables": {}}
+    if (args.pool / "pool.json").is_file() and args.mining_checkpoint.is_file():
+        cache = args.out / "pool_quality.json"
+        if not cache.is_file():
+            cache.write_text(json.dumps(pseudo_label_quality(args.mining_checkpoint, args.pool, 0.5), indent=1))
+        quality = json.loads(cache.read_text())
+        mined = json.loads((args.pool / "pool.json").read_text())["slides"]
+        seconds = (
+            (args.pool / "mine_seconds.txt").read_text().strip() if (args.pool / "mine_seconds.txt").is_file() else "?"
+        )
+        md.append(
+            f"Pool: {sum(e.get('patches', 0) for e in mined.values())} patches from {len(mined)} unlabeled slides "
+            f"(mined in {seconds} s). The mining model's detections at score >= 0.5 on {quality['patches']} sampled "
+            f"pool patches: precision {quality['precision']:.2f}, recall {quality['recall']:.2f} against the hidden "
+            f"ground truth ({quality['pseudo_labels']} detections, {quality['lesions']} lesions)."
+        )
+        out_json["pool"] = {"quality": quality, "mine_seconds": seconds}
     if results:
         classes = list(next(iter(results.values()))["classes"])
         header = (f"| method | seeds | mAP | paired gain | {' | '.join(f'{c} (gain)' for c in classes)} | "
