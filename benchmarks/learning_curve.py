@@ -31,18 +31,30 @@ def _set_threads(n: int) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(message)s")
 
 
+def score(folder: Path, coco_json: Path):  # type: ignore[no-untyped-def]
+    """DetectionMetrics of a run's checkpoint (best.pt, else last.pt) on the patches of ``coco_json``."""
+    import torch
+
+    from wsi_pipeline.data.datasets import CocoPatchDataset
+    from wsi_pipeline.evaluation.detection import evaluate
+    from wsi_pipeline.inference.patches import coco_predictions
+    from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
+
+    best = folder / "checkpoints" / "best.pt"
+    model, config = model_from_checkpoint(best if best.is_file() else folder / "checkpoints" / "last.pt")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    patches = CocoPatchDataset(coco_json)
+    patches.check_mpp(config.model.input_mpp)
+    gts, preds = coco_predictions(model.to(device), patches, device)
+    return evaluate(gts, preds)
+
+
 def run_one(
     config_name: str, overrides: list[str], fraction: float, seed: int, test_json: Path, folder: Path, progress: bool
 ) -> dict:
     """Train (or resume) one run and evaluate its checkpoint on the test split; cached in ``result.json``."""
-    import torch
-
     from wsi_pipeline.config import load_config
-    from wsi_pipeline.data.datasets import CocoPatchDataset
     from wsi_pipeline.engine.run import run_training
-    from wsi_pipeline.evaluation.detection import evaluate
-    from wsi_pipeline.inference.patches import coco_predictions
-    from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
 
     config = load_config(config_name, [*overrides, f"train.labeled_fraction={fraction}", f"train.seed={seed}"])
     saved = folder / "config.yaml"
@@ -54,13 +66,7 @@ def run_one(
     started = time.perf_counter()
     logging.getLogger(__name__).info("run %s: fraction %g, seed %d", folder.name, fraction, seed)
     trained = run_training(config, folder, resume=(folder / "checkpoints" / "last.pt").is_file(), progress=progress)
-    best = folder / "checkpoints" / "best.pt"
-    model, _ = model_from_checkpoint(best if best.is_file() else folder / "checkpoints" / "last.pt")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    test_set = CocoPatchDataset(test_json)
-    test_set.check_mpp(config.model.input_mpp)
-    gts, preds = coco_predictions(model.to(device), test_set, device)
-    metrics = evaluate(gts, preds)
+    metrics = score(folder, test_json)
     result = {
         "fraction": fraction,
         "seed": seed,

@@ -12,6 +12,7 @@ checkpoint; supervised runs are shared with ``benchmarks/learning_curve.py`` (``
     python benchmarks/ssl_tables.py --quick                  # 25%: supervised vs dual alignment, 3 seeds
     python benchmarks/ssl_tables.py --rows table1 --rows table2
     python benchmarks/ssl_tables.py --rows noise             # one labeled subset, three init seeds
+    python benchmarks/ssl_tables.py --rows tune              # lambda on the validation slides (25%, seed 0)
     python benchmarks/ssl_tables.py --rows step-time         # one training step of each method, one process
     python benchmarks/ssl_tables.py --report                 # the tables from what is cached, nothing trained
 
@@ -44,6 +45,7 @@ SUPERVISED = "curve-cpu"
 TABLE2 = ["curve-cpu", "csd", "mean_teacher", "soft_teacher", "dual_alignment-no-prototype",
           "dual_alignment-no-proposal", "dual_alignment-no-bank", "dual_alignment"]  # fmt: skip
 FRACTIONS = [0.25, 0.5, 0.75, 1.0]
+TUNE_WEIGHTS = [0.1, 0.03]  # lambda's maximum; 1 (the paper's) is the preset's first run
 SEEDS = [0, 1, 2]
 log = logging.getLogger("ssl_tables")
 
@@ -57,14 +59,18 @@ def runs_of(rows: list[str]) -> list[tuple[str, float, int, tuple[str, ...]]]:
             runs += [(p, f, s, ()) for f in fractions for p in (SUPERVISED, "dual_alignment") for s in SEEDS]
         elif row == "table2":
             runs += [(p, 1.0, s, ()) for p in TABLE2 for s in SEEDS]
+        elif row == "tune":  # lambda for dual alignment, 25% of the labels, seed 0, judged on validation
+            runs += [("dual_alignment", 0.25, 0, (f"train.ssl.weight={w}",)) for w in TUNE_WEIGHTS]
         elif row == "noise":  # the labeled subset of seed 0, three initialisation / data-order seeds
             runs += [(SUPERVISED, 0.25, s, ("train.subset_seed=0",) if s else ()) for s in SEEDS]
     return list(dict.fromkeys(runs))
 
 
 def folder_of(out: Path, supervised_out: Path, preset: str, fraction: float, seed: int, extra: tuple[str, ...]) -> Path:
-    tag = f"frac{fraction:g}_seed{seed}" + ("_subset0" if extra else "")
-    return (supervised_out if preset == SUPERVISED else out / preset) / tag
+    tag = f"frac{fraction:g}_seed{seed}"
+    if any(e.startswith("train.ssl.weight=") for e in extra):  # tuning: scored on the validation slides
+        return out / "tune" / f"{preset}-weight{extra[0].split('=')[1]}" / tag
+    return (supervised_out if preset == SUPERVISED else out / preset) / (tag + ("_subset0" if extra else ""))
 
 
 def ensure_pool(pool: Path, checkpoint: Path) -> None:
@@ -132,20 +138,11 @@ def pseudo_label_quality(checkpoint: Path, pool: Path, threshold: float, iou: fl
 
 
 def train_runs(runs: list, out: Path, supervised_out: Path, pool: Path, jobs: int) -> dict:
-    test_json = V3 / "patches" / "test.json"
     args = []
     for preset, fraction, seed, extra in runs:
         overrides = list(extra) + ([] if preset == SUPERVISED else [f"train.unlabeled={pool}"])
-        args.append(
-            (
-                preset,
-                overrides,
-                fraction,
-                seed,
-                test_json,
-                folder_of(out, supervised_out, preset, fraction, seed, extra),
-            )
-        )
+        folder = folder_of(out, supervised_out, preset, fraction, seed, extra)
+        args.append((preset, overrides, fraction, seed, V3 / "patches" / "test.json", folder))
     if jobs == 1:
         results = [run_one(*a, True) for a in args]
     else:  # one run per core with one thread each, as the learning curve
@@ -167,6 +164,14 @@ def cached(runs: list, out: Path, supervised_out: Path) -> dict:
     return found
 
 
+def validation_map(folder: Path) -> float:
+    """mAP of a run on v3's 5 validation slides (cached in ``result_val.json``): what tuning looks at."""
+    cache = folder / "result_val.json"
+    if not cache.is_file():
+        cache.write_text(json.dumps(score(folder, V3 / "patches" / "val.json").summary(), indent=1))
+    return json.loads(cache.read_text())["overall"]["mAP"]
+
+
 def _pm(values: list[float]) -> str:
     v = np.asarray(values, float) * 100
     return "-" if not len(v) else f"{v.mean():.1f} +- {v.std():.1f}"
@@ -175,7 +180,8 @@ def _pm(values: list[float]) -> str:
 def table(results: dict, presets: list[str], fraction: float, classes: list[str]) -> tuple[list[str], list[dict]]:
     """Markdown rows and JSON rows for ``presets`` at ``fraction``: mean +- std per class and mAP, and the
     paired gain over supervised (seeds both have)."""
-    by = {(p, s): r for (p, f, s, folder), r in results.items() if f == fraction and "subset0" not in folder.name}
+    by = {(p, s): r for (p, f, s, folder), r in results.items()
+          if f == fraction and "subset0" not in folder.name and folder.parent.parent.name != "tune"}  # fmt: skip
     lines, rows = [], []
     for preset in presets:
         seeds = sorted(s for p, s in by if p == preset)
@@ -282,7 +288,7 @@ def step_times(pool: Path, checkpoint: Path, steps: int = 4) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--rows", action="append", default=[], choices=["quick", "table1", "table2", "noise", "step-time"]
+        "--rows", action="append", default=[], choices=["quick", "table1", "table2", "noise", "tune", "step-time"]
     )
     parser.add_argument("--quick", action="store_true", help="the same as --rows quick")
     parser.add_argument("--report", action="store_true", help="tables from cached runs only")
@@ -297,7 +303,7 @@ def main() -> None:
     if not rows and not args.report:
         parser.error("name --rows (or --quick, --report)")
     training = [r for r in rows if r != "step-time"]
-    every = runs_of(["table1", "table2", "noise"])
+    every = runs_of(["table1", "table2", "noise", "tune"])
     args.out.mkdir(parents=True, exist_ok=True)
     if training and not args.report:
         ensure_pool(args.pool, args.mining_checkpoint)
@@ -344,6 +350,17 @@ def main() -> None:
         if len(noise) > 1:
             md += [f"\nNoise floor (25%, seed 0's labeled slides, {len(noise)} init seeds): mAP {_pm(noise)}"]
             out_json["noise_floor"] = noise
+    tuning = [(p, folder) for (p, f, s, folder), _ in results.items() if f == 0.25 and s == 0 and "subset0" not in folder.name
+              and p in (SUPERVISED, "dual_alignment")]  # fmt: skip
+    if any(folder.parent.parent.name == "tune" for _, folder in tuning):
+        md += ["\n**Tuning lambda on the 5 validation slides (25% of the labels, seed 0)**\n",
+               "| run | lambda (max) | validation mAP |", "|---|---|---|"]  # fmt: skip
+        for preset, folder in sorted(tuning, key=lambda t: str(t[1])):
+            val = validation_map(folder)
+            weight = folder.parent.name.split("weight")[1] if "weight" in folder.parent.name else (
+                "-" if preset == SUPERVISED else "preset")  # fmt: skip
+            md.append(f"| {folder.parent.name}/{folder.name} | {weight} | {100 * val:.1f} |")
+            out_json.setdefault("tuning", {})[str(folder)] = val
     if "step-time" in rows:
         lines = step_times(args.pool, args.mining_checkpoint)
         md += ["\n**One training step (2 labeled + 2 unlabeled patches)**\n", *lines]
