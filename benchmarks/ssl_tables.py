@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learning_curve import _set_threads, run_one
+from learning_curve import _set_threads, run_one, score
 
 ROOT = Path(__file__).resolve().parents[1]
 V3 = ROOT / "data" / "synthpap-v3"
@@ -350,8 +350,11 @@ def main() -> None:
         if len(noise) > 1:
             md += [f"\nNoise floor (25%, seed 0's labeled slides, {len(noise)} init seeds): mAP {_pm(noise)}"]
             out_json["noise_floor"] = noise
-    tuning = [(p, folder) for (p, f, s, folder), _ in results.items() if f == 0.25 and s == 0 and "subset0" not in folder.name
-              and p in (SUPERVISED, "dual_alignment")]  # fmt: skip
+    tuning = [
+        (p, folder)
+        for (p, f, s, folder), _ in results.items()
+        if f == 0.25 and s == 0 and "subset0" not in folder.name and p in (SUPERVISED, "dual_alignment")
+    ]
     if any(folder.parent.parent.name == "tune" for _, folder in tuning):
         md += ["\n**Tuning lambda on the 5 validation slides (25% of the labels, seed 0)**\n",
                "| run | lambda (max) | validation mAP |", "|---|---|---|"]  # fmt: skip
