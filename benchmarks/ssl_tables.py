@@ -14,6 +14,7 @@ checkpoint; supervised runs are shared with ``benchmarks/learning_curve.py`` (``
     python benchmarks/ssl_tables.py --rows noise             # one labeled subset, three init seeds
     python benchmarks/ssl_tables.py --rows tune              # lambda on the validation slides (25%, seed 0)
     python benchmarks/ssl_tables.py --rows step-time         # one training step of each method, one process
+    python benchmarks/ssl_tables.py --rows gradients         # each term's gradient size on the detector
     python benchmarks/ssl_tables.py --report                 # the tables from what is cached, nothing trained
 
 Markdown goes to stdout and ``OUT/tables.md``, everything to ``OUT/tables.json``.
@@ -285,10 +286,51 @@ def step_times(pool: Path, checkpoint: Path, steps: int = 4) -> list[str]:
     return lines
 
 
+def term_gradients(pool: Path, checkpoint: Path, batches: int = 3) -> list[str]:
+    """The size of each loss term's gradient on the detector's parameters (all, and the box head alone),
+    dual alignment at lambda 1 around ``checkpoint``'s detector, on a few batches of 2 labeled + 2 pool
+    patches: which terms drive the shared features."""
+    import torch
+
+    from wsi_pipeline.config import load_config
+    from wsi_pipeline.data.batch import TrainBatch, detection_collate
+    from wsi_pipeline.data.datasets import CocoPatchDataset
+    from wsi_pipeline.data.pool import open_pool
+    from wsi_pipeline.methods import build_method
+    from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
+
+    config = load_config("dual_alignment", [f"train.unlabeled={pool}", "train.ssl.ramp_iters=0", "train.ssl.weight=1"])
+    torch.manual_seed(0)
+    method = build_method(config).train()
+    method.detector.load_state_dict(model_from_checkpoint(checkpoint)[0].state_dict())
+    labeled, unlabeled = CocoPatchDataset(V3 / "patches" / "train.json"), open_pool(pool, 0.25)
+    params = {n: p for n, p in method.named_parameters() if n.startswith("detector.")}
+    head = [p for n, p in params.items() if "roi_heads.box_head" in n]
+    sizes: dict[str, list[tuple[float, float]]] = {}
+    for b in range(batches):
+        batch = detection_collate([labeled[i] for i in (3 * b, 3 * b + 40)])
+        batch = TrainBatch(batch.images, batch.targets, [unlabeled[i][0] for i in (5 * b, 5 * b + 300)])
+        method.begin_step(10_000)
+        for name, value in method(batch).items():
+            norms = []
+            for group in (list(params.values()), head):
+                grads = torch.autograd.grad(value, group, retain_graph=True, allow_unused=True)
+                norms.append(sum(float(g.pow(2).sum()) for g in grads if g is not None) ** 0.5)
+            sizes.setdefault(name, []).append((norms[0], norms[1]))
+    lines = ["| term | gradient norm, detector | of which box head |", "|---|---|---|"]
+    for name, rows in sizes.items():
+        both = np.asarray(rows)
+        lines.append(f"| {name} | {both[:, 0].mean():.2f} | {both[:, 1].mean():.2f} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--rows", action="append", default=[], choices=["quick", "table1", "table2", "noise", "tune", "step-time"]
+        "--rows",
+        action="append",
+        default=[],
+        choices=["quick", "table1", "table2", "noise", "tune", "step-time", "gradients"],
     )
     parser.add_argument("--quick", action="store_true", help="the same as --rows quick")
     parser.add_argument("--report", action="store_true", help="tables from cached runs only")
@@ -302,7 +344,7 @@ def main() -> None:
     rows = args.rows + (["quick"] if args.quick else [])
     if not rows and not args.report:
         parser.error("name --rows (or --quick, --report)")
-    training = [r for r in rows if r != "step-time"]
+    training = [r for r in rows if r not in ("step-time", "gradients")]
     every = runs_of(["table1", "table2", "noise", "tune"])
     args.out.mkdir(parents=True, exist_ok=True)
     if training and not args.report:
@@ -364,6 +406,10 @@ def main() -> None:
                 "-" if preset == SUPERVISED else "preset")  # fmt: skip
             md.append(f"| {folder.parent.name}/{folder.name} | {weight} | {100 * val:.1f} |")
             out_json.setdefault("tuning", {})[str(folder)] = val
+    if "gradients" in rows:
+        at = args.supervised_out / "frac0.25_seed0" / "checkpoints" / "last.pt"
+        md += [f"\n**Gradient of each term on the detector ({at.parent.parent.name}'s weights, lambda 1)**\n",
+               *term_gradients(args.pool, at)]  # fmt: skip
     if "step-time" in rows:
         lines = step_times(args.pool, args.mining_checkpoint)
         md += ["\n**One training step (2 labeled + 2 unlabeled patches)**\n", *lines]
