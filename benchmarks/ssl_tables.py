@@ -90,9 +90,12 @@ def ensure_pool(pool: Path, checkpoint: Path) -> None:
     (pool / "mine_seconds.txt").write_text(f"{time.perf_counter() - started:.0f}\n")
 
 
-def pseudo_label_quality(checkpoint: Path, pool: Path, threshold: float, iou: float = 0.3, patches: int = 120) -> dict:
-    """Precision and recall at ``threshold`` of a checkpoint's detections on a fixed sample of pool patches,
-    against the pool slides' hidden ground truth (class-aware, IoU >= ``iou``)."""
+def pseudo_label_quality(
+    checkpoint: Path, pool: Path, thresholds: tuple[float, ...] = (0.5,), iou: float = 0.3, patches: int = 120
+) -> dict[str, dict]:
+    """Per score threshold: precision and recall of a checkpoint's detections on a fixed sample of pool
+    patches against the pool slides' hidden ground truth (IoU >= ``iou``), class-aware, and
+    ``lesion_precision``: the share of detections on some lesion whatever its class."""
     import torch
 
     from wsi_pipeline.data.geojson_io import read_geojson
@@ -109,7 +112,7 @@ def pseudo_label_quality(checkpoint: Path, pool: Path, threshold: float, iou: fl
     chosen = np.random.default_rng(0).choice(len(dataset), min(patches, len(dataset)), replace=False)
     predictor = Predictor(model, torch.device("cpu"))
     truth_of: dict[str, list] = {}
-    tp = n_pred = n_gt = 0
+    counts = {t: np.zeros(4, int) for t in thresholds}  # detections, class-aware hits, lesion hits, lesions
     for index in sorted(chosen.tolist()):
         s, i = dataset.index[int(index)]
         store = dataset.stores[s]
@@ -122,20 +125,35 @@ def pseudo_label_quality(checkpoint: Path, pool: Path, threshold: float, iou: fl
         gt = np.array([[p.box.x0, p.box.y0, p.box.x1, p.box.y1] for p in labels], float).reshape(-1, 4) * to_patch
         gt_cls = np.array([BY_CODE[p.label].id for p in labels], int)
         found = predictor([image])[0]
-        keep = found["scores"] >= threshold
-        boxes, cls, scores = found["boxes"][keep], found["labels"][keep], found["scores"][keep]
-        n_pred += len(boxes)
-        n_gt += len(gt)
-        if len(boxes) and len(gt):
-            overlap = box_iou(boxes, gt, np.zeros(len(gt), bool)) * (cls[:, None] == gt_cls[None, :])
-            used = np.zeros(len(gt), bool)
-            for k in np.argsort(-scores):
-                j = int(np.argmax(np.where(used, -1, overlap[k])))
-                if overlap[k, j] >= iou and not used[j]:
-                    used[j] = True
-                    tp += 1
-    return {"precision": tp / n_pred if n_pred else None, "recall": tp / n_gt if n_gt else None,
-            "pseudo_labels": n_pred, "lesions": n_gt, "patches": len(chosen)}  # fmt: skip
+        for t in thresholds:
+            keep = found["scores"] >= t
+            boxes, cls, scores = found["boxes"][keep], found["labels"][keep], found["scores"][keep]
+            counts[t] += [len(boxes), 0, 0, len(gt)]
+            if len(boxes) and len(gt):
+                overlap = box_iou(boxes, gt, np.zeros(len(gt), bool))
+                counts[t][1] += _greedy_hits(overlap * (cls[:, None] == gt_cls[None, :]), scores, iou)
+                counts[t][2] += int((overlap.max(axis=1) >= iou).sum())
+    return {
+        f"{t:g}": {
+            "precision": c[1] / c[0] if c[0] else None,
+            "recall": c[1] / c[3] if c[3] else None,
+            "lesion_precision": c[2] / c[0] if c[0] else None,
+            "pseudo_labels": int(c[0]),
+            "lesions": int(c[3]),
+            "patches": len(chosen),
+        }
+        for t, c in counts.items()
+    }
+
+
+def _greedy_hits(overlap: np.ndarray, scores: np.ndarray, iou: float) -> int:
+    """Detections (rows, best score first) matched one-to-one to ground truth (columns) at ``iou``."""
+    used = np.zeros(overlap.shape[1], bool)
+    for k in np.argsort(-scores):
+        j = int(np.argmax(np.where(used, -1, overlap[k])))
+        if overlap[k, j] >= iou and not used[j]:
+            used[j] = True
+    return int(used.sum())
 
 
 def train_runs(runs: list, out: Path, supervised_out: Path, pool: Path, jobs: int) -> dict:
@@ -353,25 +371,29 @@ def main() -> None:
     results = cached(every, args.out, args.supervised_out)
     for (preset, _f, _s, folder), result in results.items():  # pseudo-label quality of each SSL run, cached
         if preset != SUPERVISED and "pseudo_quality" not in result and (folder / "checkpoints" / "last.pt").is_file():
-            result["pseudo_quality"] = pseudo_label_quality(folder / "checkpoints" / "last.pt", args.pool, 0.5)
+            result["pseudo_quality"] = pseudo_label_quality(folder / "checkpoints" / "last.pt", args.pool)["0.5"]
             (folder / "result.json").write_text(json.dumps(result, indent=1))
     md: list[str] = []
     out_json: dict = {"tables": {}}
     if (args.pool / "pool.json").is_file() and args.mining_checkpoint.is_file():
         cache = args.out / "pool_quality.json"
         if not cache.is_file():
-            cache.write_text(json.dumps(pseudo_label_quality(args.mining_checkpoint, args.pool, 0.5), indent=1))
+            cache.write_text(
+                json.dumps(pseudo_label_quality(args.mining_checkpoint, args.pool, (0.5, 0.7, 0.9)), indent=1)
+            )
         quality = json.loads(cache.read_text())
         mined = json.loads((args.pool / "pool.json").read_text())["slides"]
-        seconds = (
-            (args.pool / "mine_seconds.txt").read_text().strip() if (args.pool / "mine_seconds.txt").is_file() else "?"
-        )
-        md.append(
+        timing = args.pool / "mine_seconds.txt"
+        seconds = timing.read_text().strip() if timing.is_file() else "?"
+        first = next(iter(quality.values()))
+        md += [
             f"Pool: {sum(e.get('patches', 0) for e in mined.values())} patches from {len(mined)} unlabeled slides "
-            f"(mined in {seconds} s). The mining model's detections at score >= 0.5 on {quality['patches']} sampled "
-            f"pool patches: precision {quality['precision']:.2f}, recall {quality['recall']:.2f} against the hidden "
-            f"ground truth ({quality['pseudo_labels']} detections, {quality['lesions']} lesions)."
-        )
+            f"(mined in {seconds} s), {first['lesions']} hidden lesions in {first['patches']} sampled patches. "
+            "The mining model's detections on them:\n",
+            "| score >= | detections | precision | recall | on a lesion (any class) |", "|---|---|---|---|---|",
+            *[f"| {t} | {q['pseudo_labels']} | {q['precision'] or 0:.2f} | {q['recall'] or 0:.2f} | "
+              f"{q['lesion_precision'] or 0:.2f} |" for t, q in quality.items()],
+        ]  # fmt: skip
         out_json["pool"] = {"quality": quality, "mine_seconds": seconds}
     if results:
         classes = list(next(iter(results.values()))["classes"])
