@@ -46,7 +46,13 @@ SUPERVISED = "curve-cpu"
 TABLE2 = ["curve-cpu", "csd", "mean_teacher", "soft_teacher", "dual_alignment-no-prototype",
           "dual_alignment-no-proposal", "dual_alignment-no-bank", "dual_alignment"]  # fmt: skip
 FRACTIONS = [0.25, 0.5, 0.75, 1.0]
-TUNE_WEIGHTS = [1, 0.1, 0.03]  # lambda's maximum (1: the paper's); the preset takes the best on validation
+TUNE = [  # dual alignment's settings tried on the validation slides; the preset takes the best
+    ("train.ssl.weight=1",),  # the paper's lambda
+    ("train.ssl.weight=0.1",),
+    ("train.ssl.weight=0.03",),
+    ("train.ssl.weight=0.03", "train.ssl.dual_alignment.threshold=0.9"),  # cleaner pseudo-labels (pool: 0.69)
+    ("train.ssl.weight=0.1", "train.ssl.dual_alignment.threshold=0.9"),
+]
 SEEDS = [0, 1, 2]
 log = logging.getLogger("ssl_tables")
 
@@ -61,7 +67,7 @@ def runs_of(rows: list[str]) -> list[tuple[str, float, int, tuple[str, ...]]]:
         elif row == "table2":
             runs += [(p, 1.0, s, ()) for p in TABLE2 for s in SEEDS]
         elif row == "tune":  # lambda for dual alignment, 25% of the labels, seed 0, judged on validation
-            runs += [("dual_alignment", 0.25, 0, (f"train.ssl.weight={w}",)) for w in TUNE_WEIGHTS]
+            runs += [("dual_alignment", 0.25, 0, settings) for settings in TUNE]
         elif row == "noise":  # the labeled subset of seed 0, three initialisation / data-order seeds
             runs += [(SUPERVISED, 0.25, s, ("train.subset_seed=0",) if s else ()) for s in SEEDS]
     return list(dict.fromkeys(runs))
@@ -69,8 +75,9 @@ def runs_of(rows: list[str]) -> list[tuple[str, float, int, tuple[str, ...]]]:
 
 def folder_of(out: Path, supervised_out: Path, preset: str, fraction: float, seed: int, extra: tuple[str, ...]) -> Path:
     tag = f"frac{fraction:g}_seed{seed}"
-    if any(e.startswith("train.ssl.weight=") for e in extra):  # tuning: scored on the validation slides
-        return out / "tune" / f"{preset}-weight{extra[0].split('=')[1]}" / tag
+    if any(e.startswith("train.ssl.") for e in extra):  # tuning: judged on the validation slides
+        settings = "".join(f"-{key.rsplit('.', 1)[1]}{value}" for key, value in (e.split("=") for e in extra))
+        return out / "tune" / f"{preset}{settings}" / tag
     return (supervised_out if preset == SUPERVISED else out / preset) / (tag + ("_subset0" if extra else ""))
 
 
@@ -420,13 +427,13 @@ def main() -> None:
         if f == 0.25 and s == 0 and "subset0" not in folder.name and p in (SUPERVISED, "dual_alignment")
     ]
     if any(folder.parent.parent.name == "tune" for _, folder in tuning):
-        md += ["\n**Tuning lambda on the 5 validation slides (25% of the labels, seed 0)**\n",
-               "| run | lambda (max) | validation mAP |", "|---|---|---|"]  # fmt: skip
+        md += ["\n**Tuning on the 5 validation slides (25% of the labels, seed 0)**\n",
+               "| run | settings | validation mAP |", "|---|---|---|"]  # fmt: skip
         for preset, folder in sorted(tuning, key=lambda t: str(t[1])):
             val = validation_map(folder)
-            weight = folder.parent.name.split("weight")[1] if "weight" in folder.parent.name else (
-                "-" if preset == SUPERVISED else "preset")  # fmt: skip
-            md.append(f"| {folder.parent.name}/{folder.name} | {weight} | {100 * val:.1f} |")
+            tuned = folder.parent.parent.name == "tune"
+            settings = folder.parent.name.removeprefix(preset).lstrip("-") if tuned else "preset"
+            md.append(f"| {folder.parent.name}/{folder.name} | {settings} | {100 * val:.1f} |")
             out_json.setdefault("tuning", {})[str(folder)] = val
     if "gradients" in rows:
         at = args.supervised_out / "frac0.25_seed0" / "checkpoints" / "last.pt"
