@@ -50,16 +50,20 @@ def test_the_bank_is_a_buffer_that_checkpoints_restore():
         MemoryBank(size=0, dim=2)
 
 
-@pytest.mark.filterwarnings("ignore")
-def test_two_ranks_hold_the_same_bank_with_both_ranks_prototypes(tmp_path: Path):
-    worker = Path(__file__).parent / "ddp" / "memory_bank_worker.py"
+def run_two_ranks(worker: str, out: Path) -> list[dict]:
+    """Run ``tests/ddp/<worker>`` under torchrun with 2 gloo processes; the ``rank<r>.pt`` each wrote in ``out``."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     done = subprocess.run(
-        [*torchrun, str(worker), str(tmp_path)],
+        [*torchrun, str(Path(__file__).parent / "ddp" / worker), str(out)],
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    return [torch.load(out / f"rank{r}.pt") for r in (0, 1)]
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_two_ranks_hold_the_same_bank_with_both_ranks_prototypes(tmp_path: Path):
+    r0, r1 = run_two_ranks("memory_bank_worker.py", tmp_path)
     assert all(torch.equal(r0[k], r1[k]) for k in r0)  # no broadcast of buffers: the gather did it
     # step 0 gathers rank 0's 1 row and rank 1's 2 (values 0, 10) into slots 0-2; step 1 gathers 2 + 3
     # rows (values 1, 11) into slots 3, 4, 5, 0, 1: 8 rows in 6 slots, rank order kept

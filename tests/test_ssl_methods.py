@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from test_memory_bank import run_two_ranks
 from test_methods import TINY, _target
 
 from wsi_pipeline.cli.main import cli
@@ -192,18 +193,7 @@ def test_bank_and_teacher_survive_checkpoint_and_exact_resume(pools, tiny_datase
 
 @pytest.mark.filterwarnings("ignore")
 def test_two_ranks_hold_the_same_teacher_and_bank(tmp_path: Path):
-    import os
-    import subprocess
-    import sys
-
-    worker = Path(__file__).parent / "ddp" / "ssl_worker.py"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    done = subprocess.run(
-        [*torchrun, str(worker), str(tmp_path)],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    ranks = run_two_ranks("ssl_worker.py", tmp_path)
     assert int((ranks[0]["bank.labels"] >= 0).sum()) >= 4  # both ranks' prototypes of two steps
     assert set(ranks[0]["bank.labels"].tolist()) >= {0, 1, 2}  # rank 0 pushed class 1, rank 1 class 2 (ids - 1)
     teacher = [k for k in ranks[0] if k.startswith("teacher.")]

@@ -48,13 +48,23 @@ def demo(out: Path, workers: int, overrides: tuple[str, ...]) -> None:
     click.echo(summary_table(result.outcomes))
     if result.failed:
         raise click.ClickException(f"{len(result.failed)} slide(s) failed to tile")
+
+    def train_and_score(train_config, folder: Path) -> dict:  # type: ignore[no-untyped-def]
+        """Train (or finish) a run in ``folder`` and score its last checkpoint on the test patches."""
+        checkpoint = folder / "checkpoints" / "last.pt"
+        run_training(train_config, folder, resume=checkpoint.is_file(), progress=progress_enabled())
+        scored = evaluate_checkpoint(
+            patches / "test.json",
+            checkpoint,
+            select_device(train_config.train.device),
+            folder / "test_predictions.json",
+        )
+        write_json_atomic(folder / "test_report.json", scored)
+        click.echo(format_report(scored))
+        return scored
+
     last = run / "checkpoints" / "last.pt"
-    run_training(config, run, resume=last.is_file(), progress=progress_enabled())
-    report = evaluate_checkpoint(
-        patches / "test.json", last, select_device(config.train.device), run / "test_predictions.json"
-    )
-    write_json_atomic(run / "test_report.json", report)
-    click.echo(format_report(report))
+    report = train_and_score(config, run)
 
     # the whole test slides, as a lab would run them: lesion maps, summaries, ranking, then their score
     roles = {s["slide_id"]: s["role"] for s in json.loads((out / "manifest.json").read_text())["slides"]}
@@ -95,13 +105,7 @@ def demo(out: Path, workers: int, overrides: tuple[str, ...]) -> None:
         (f"train.train_json={patches / 'train.json'}", "train.method=dual_alignment",
          f"train.unlabeled={out / 'pool'}", *overrides),
     )  # fmt: skip
-    ssl_last = ssl_run / "checkpoints" / "last.pt"
-    run_training(ssl_config, ssl_run, resume=ssl_last.is_file(), progress=progress_enabled())
-    ssl_report = evaluate_checkpoint(
-        patches / "test.json", ssl_last, select_device(config.train.device), ssl_run / "test_predictions.json"
-    )
-    write_json_atomic(ssl_run / "test_report.json", ssl_report)
-    click.echo(format_report(ssl_report))
+    ssl_report = train_and_score(ssl_config, ssl_run)
     log.info(
         "test-patch mAP: supervised %.1f, dual alignment %.1f (one seed of a short demo schedule: "
         "docs/benchmarks.md has the tables)",

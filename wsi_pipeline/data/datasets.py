@@ -202,10 +202,11 @@ class GeoJsonImageDataset(_BoxDataset):
 class PatchStoreDataset(_Seeded, Dataset):
     """Unlabeled patches from ``tile`` patch stores (the unlabeled pool): ``(image, meta)`` pairs."""
 
-    def __init__(self, stores: list[str | Path], augment_cfg: AugmentConfig | None = None, seed: int = 0):
+    def __init__(self, stores: list, augment_cfg: AugmentConfig | None = None, seed: int = 0):
+        """``stores``: paths, or :class:`~wsi_pipeline.data.patch_store.PatchStore` objects already open."""
         from wsi_pipeline.data.patch_store import PatchStore
 
-        self.stores = [PatchStore(p) for p in stores]
+        self.stores = [p if isinstance(p, PatchStore) else PatchStore(p) for p in stores]
         self.index = [(s, i) for s, store in enumerate(self.stores) for i in range(len(store))]
         self.augment_cfg = augment_cfg
         self.seed = seed

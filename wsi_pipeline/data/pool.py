@@ -56,7 +56,7 @@ def open_pool(
             f"{pool}: the unlabeled pool holds slides of the labeled set ({', '.join(shared[:5])}"
             f"{', ...' if len(shared) > 5 else ''}); build it with `mine --labeled` so it is patient-disjoint"
         )
-    dataset = PatchStoreDataset(stores, augment_cfg, seed)
+    dataset = PatchStoreDataset(opened, augment_cfg, seed)  # opened (and verified) once
     if len(dataset) == 0:
         raise ValueError(f"{pool}: the unlabeled pool holds no patches")
     return dataset

@@ -106,8 +106,7 @@ class DualAlignment(SemiSupervised):
         ground-truth-guided labeled prototypes (the "without memory bank" ablation)."""
         if self.bank is not None:
             return self.bank.class_means(NUM_CLASSES)
-        protos, present = class_prototypes(x.detach(), classes, NUM_CLASSES)
-        return protos, present
+        return class_prototypes(x.detach(), classes, NUM_CLASSES)
 
     # -- the loss -------------------------------------------------------------------------------
     def semi_supervised_losses(self, batch: TrainBatch, sup: SupervisedOutputs) -> dict[str, Tensor]:
