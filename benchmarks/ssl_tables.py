@@ -168,7 +168,9 @@ def _greedy_hits(overlap: np.ndarray, scores: np.ndarray, iou: float) -> int:
 
 def oracle_json(out: Path, pool: Path, fraction: float, seed: int) -> Path:
     """A COCO file of the labeled subset (``fraction``, ``seed``: the slides the supervised run trains on)
-    and every pool patch with the labels the generator hid; the pool's images are written once as JPEG."""
+    and every pool patch with the labels the generator hid; the pool's images are written once as JPEG.
+    The labeled patches are listed as many times as it takes to match the pool's count, so that a batch of
+    4 holds 2 + 2 on average, as the semi-supervised methods' batches do."""
     from PIL import Image
 
     from wsi_pipeline.data.coco import CocoBuilder
@@ -191,9 +193,9 @@ def oracle_json(out: Path, pool: Path, fraction: float, seed: int) -> Path:
     boxes_of = {}
     for ann in train["annotations"]:
         boxes_of.setdefault(ann["image_id"], []).append(ann)
-    for img in train["images"]:
-        if str(img["slide_id"]) not in subset:
-            continue
+    chosen = [img for img in train["images"] if str(img["slide_id"]) in subset]
+    dataset = open_pool(pool, 0.25)
+    for img in chosen * max(1, round(len(dataset) / len(chosen))):
         target = images / img["file_name"]
         if not target.exists():
             target.symlink_to(V3 / "patches" / "train" / img["file_name"])
@@ -203,7 +205,6 @@ def oracle_json(out: Path, pool: Path, fraction: float, seed: int) -> Path:
             for x, y, w, h in [a["bbox"]]
         ]
         coco.add_image(img["file_name"], img["width"], img["height"], labels, slide_id=img["slide_id"], mpp=0.25)
-    dataset = open_pool(pool, 0.25)
     truth: dict[str, list] = {}
     for s, i in dataset.index:
         store = dataset.stores[s]
@@ -226,7 +227,7 @@ def train_runs(runs: list, out: Path, supervised_out: Path, pool: Path, jobs: in
         overrides = list(extra) + ([] if preset in (SUPERVISED, ORACLE) else [f"train.unlabeled={pool}"])
         folder = folder_of(out, supervised_out, preset, fraction, seed, extra)
         if preset == ORACLE:  # the subset is in the file: train on all of it
-            overrides.append(f"train.train_json={oracle_json(out, pool, fraction, seed)}")
+            overrides += [f"train.train_json={oracle_json(out, pool, fraction, seed)}", "train.batch_size=4"]
             args.append((SUPERVISED, overrides, 1.0, seed, V3 / "patches" / "test.json", folder))
             continue
         args.append((preset, overrides, fraction, seed, V3 / "patches" / "test.json", folder))
