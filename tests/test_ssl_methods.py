@@ -132,10 +132,10 @@ def test_proxies_learn_from_labeled_data_only():
     losses = method.semi_supervised_losses(batch, sup)
     assert float(method.diagnostics["pseudo_labels"]) > 0  # threshold 0: the unlabeled term has rows
     losses["unsup_pml"].backward(retain_graph=True)
-    assert method.proxies.grad is None or not method.proxies.grad.any()
-    assert method.projection.net[0].weight.grad.abs().sum() > 0  # the projection head does learn from it
+    assert method.alignment.proxies.grad is None or not method.alignment.proxies.grad.any()
+    assert method.alignment.projection.net[0].weight.grad.abs().sum() > 0  # the projection head does learn from it
     losses["sup_pml"].backward()
-    assert method.proxies.grad.abs().sum() > 0
+    assert method.alignment.proxies.grad.abs().sum() > 0
 
 
 # The total loss of 2 SGD steps of dual alignment (every term on, bank and proxies included) on the tiny
@@ -168,7 +168,7 @@ def test_dual_alignment_total_loss_matches_the_golden_values():
     for step, expected in GOLDEN_TOTAL.items():
         total = sum(seen[step].values())
         assert expected is not None and total == pytest.approx(expected, rel=1e-4), f"step {step}: {seen[step]}"
-    assert int(method.bank.counts(4).sum()) > 0
+    assert int(method.alignment.bank.counts(4).sum()) > 0
 
 
 def test_bank_and_teacher_survive_checkpoint_and_exact_resume(pools, tiny_dataset: Path, tmp_path: Path):
@@ -184,9 +184,10 @@ def test_bank_and_teacher_survive_checkpoint_and_exact_resume(pools, tiny_datase
     assert second.exit_code == 0, second.output
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["model"]
-    assert {k for k in a if k.startswith("bank.")} == {"bank.vectors", "bank.labels", "bank.pointer"}
+    bank = {k.removeprefix("alignment.") for k in a if k.startswith("alignment.bank.")}
+    assert bank == {"bank.vectors", "bank.labels", "bank.pointer"}
     assert any(k.startswith("teacher.") for k in a)
-    assert int((a["bank.labels"] >= 0).sum()) > 0
+    assert int((a["alignment.bank.labels"] >= 0).sum()) > 0
     for key in a:
         assert torch.equal(a[key], b[key]), key
 
@@ -194,8 +195,9 @@ def test_bank_and_teacher_survive_checkpoint_and_exact_resume(pools, tiny_datase
 @pytest.mark.filterwarnings("ignore")
 def test_two_ranks_hold_the_same_teacher_and_bank(tmp_path: Path):
     ranks = run_two_ranks("ssl_worker.py", tmp_path)
-    assert int((ranks[0]["bank.labels"] >= 0).sum()) >= 4  # both ranks' prototypes of two steps
-    assert set(ranks[0]["bank.labels"].tolist()) >= {0, 1, 2}  # rank 0 pushed class 1, rank 1 class 2 (ids - 1)
+    bank = ranks[0]["alignment.bank.labels"]
+    assert int((bank >= 0).sum()) >= 4  # both ranks' prototypes of two steps
+    assert set(bank.tolist()) >= {0, 1, 2}  # rank 0 pushed class 1, rank 1 class 2 (ids - 1)
     teacher = [k for k in ranks[0] if k.startswith("teacher.")]
     assert teacher
     student = ranks[0]["detector.roi_heads.box_predictor.cls_score.weight"]

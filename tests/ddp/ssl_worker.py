@@ -39,7 +39,7 @@ def main() -> None:
         sum(losses.values()).backward()
         optimizer.step()
         method.end_step()
-    kept = ("teacher.", "bank.", "detector.", "proxies")
+    kept = ("teacher.", "alignment.bank.", "detector.", "alignment.proxies")
     state = {k: v for k, v in method.state_dict().items() if k.startswith(kept)}
     torch.save(state, f"{sys.argv[1]}/rank{rank}.pt")
     dist.barrier()

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wsi_pipeline.config import SemiSupervisedConfig
+from wsi_pipeline.config import DualAlignmentConfig, SemiSupervisedConfig
 from wsi_pipeline.data.batch import TrainBatch
 from wsi_pipeline.losses.memory_bank import MemoryBank
 from wsi_pipeline.losses.metric import class_prototypes, prototype_alignment, proxy_loss
@@ -33,18 +33,18 @@ from wsi_pipeline.modeling.detector import SupervisedOutputs
 from wsi_pipeline.modeling.heads import ProjectionHead
 from wsi_pipeline.taxonomy import NUM_CLASSES
 
+Rows = tuple[Tensor, Tensor, Tensor]  # embeddings (N, D), classes (N,) in 0 .. C - 1, scores (N,)
 
-class DualAlignment(SemiSupervised):
-    """``sup_pml``, ``unsup_pml`` (proposal alignment) and ``sup_pmb``, ``unsup_pmb`` (prototype alignment),
-    each switchable (``train.ssl.dual_alignment``) for the paper's ablations."""
 
-    name = "dual_alignment"
+class AlignmentTerms(nn.Module):
+    """The metric space of dual alignment: the projection head (Eq. 1), the class proxies (Eq. 2-3) and
+    the memory bank (Eq. 7-8), with the four terms ``sup_pml``, ``unsup_pml``, ``sup_pmb``, ``unsup_pmb``
+    (each pair switchable for the paper's ablations). The method that owns it supplies the rows: labeled
+    proposals and pseudo-labelled unlabeled ones, each as (embeddings, classes 0 .. C - 1, scores)."""
 
-    def __init__(self, detector: CytologyDetector, cfg: SemiSupervisedConfig, seed: int = 0):
-        da = cfg.dual_alignment
-        super().__init__(detector, cfg, seed, teacher=da.pseudo_labels == "ema")
+    def __init__(self, in_dim: int, da: DualAlignmentConfig):
+        super().__init__()
         self.da = da
-        in_dim = detector.roi_heads.box_predictor.cls_score.in_features
         self.projection = ProjectionHead(in_dim, da.hidden_dim, da.embed_dim)
         # on the unit sphere from the start: a random 128-d proxy has norm ~11, and lr 0.01 would barely turn it
         proxies = F.normalize(torch.randn(NUM_CLASSES, da.embed_dim), dim=1)
@@ -60,21 +60,21 @@ class DualAlignment(SemiSupervised):
             raise ValueError("train.ssl.dual_alignment: switch on proposal_alignment or prototype_alignment")
         self.loss_names = tuple(names)
 
-    def parameter_groups(self, lr: float) -> list[dict]:
-        """The proxies learn at ``proxy_lr`` (0.01 in the paper), everything else at ``lr``."""
+    def parameter_groups(self, params: list[nn.Parameter], lr: float) -> list[dict]:
+        """``params`` (the owning method's) in two groups: the proxies at ``proxy_lr`` (0.01 in the paper),
+        everything else at ``lr``."""
         proxies = [self.proxies] if self.proxies is not None else []
-        rest = [p for p in self.parameters() if p.requires_grad and all(p is not q for q in proxies)]
+        rest = [p for p in params if p.requires_grad and all(p is not q for q in proxies)]
         groups: list[dict] = [{"params": rest, "lr": lr}]
         if proxies:
             groups.append({"params": proxies, "lr": self.da.proxy_lr})
         return groups
 
-    # -- the parts ------------------------------------------------------------------------------
     def embed(self, features: Tensor) -> Tensor:
         """Box-head features ``(N, 1024)`` -> unit-length embeddings ``(N, embed_dim)``."""
         return F.normalize(self.projection(features), dim=1)
 
-    def labeled_rows(self, sup: SupervisedOutputs) -> tuple[Tensor, Tensor, Tensor]:
+    def labeled_rows(self, sup: SupervisedOutputs) -> Rows:
         """Embeddings, classes (0 .. C - 1) and scores of the labeled foreground proposals."""
         fg = torch.where(sup.labels > 0)[0]
         classes = sup.labels[fg] - 1
@@ -82,24 +82,12 @@ class DualAlignment(SemiSupervised):
         scores = probs.gather(1, sup.labels[fg][:, None]).squeeze(1)
         return self.embed(sup.head.features[fg]), classes, scores
 
-    def unlabeled_rows(self, images: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        """Embeddings, pseudo-classes and scores of the unlabeled images' pseudo-labelled boxes: labels from
-        a no-grad pass, embeddings from the student's box head on those boxes (with gradient)."""
-        source = self.teacher.model if self.teacher is not None else self.detector
-        found = pseudo_labels(source, images, self.da.threshold)  # type: ignore[arg-type]
-        self.count_pseudo(found)
-        dim = self.da.embed_dim
-        keep = [k for k, d in enumerate(found) if len(d["boxes"])]
-        if not keep:
-            device = images[0].device
-            return images[0].new_zeros(0, dim), torch.zeros(0, dtype=torch.long, device=device), images[0].new_zeros(0)
-        targets = [{"boxes": found[k]["boxes"], "labels": found[k]["labels"]} for k in keep]
-        batch, targets = self.detector.preprocess([images[k] for k in keep], targets)
-        features = self.detector.features(batch)
-        head = self.detector.box_head(features, [t["boxes"] for t in targets], batch.image_sizes)
-        classes = torch.cat([t["labels"] for t in targets]) - 1
-        scores = torch.cat([found[k]["scores"] for k in keep])
-        return self.embed(head.features), classes, scores
+    def unlabeled_rows(self, features: Tensor, labels: Tensor, scores: Tensor) -> Rows:
+        """Rows of pseudo-labelled boxes from the student's box-head ``features`` ``(N, 1024)``, their
+        pseudo-classes ``labels`` (1 .. C) and scores."""
+        if not len(labels):
+            return features.new_zeros(0, self.da.embed_dim), labels.new_zeros(0), scores.new_zeros(0)
+        return self.embed(features), labels - 1, scores
 
     def bank_prototypes(self, x: Tensor, classes: Tensor) -> tuple[Tensor, Tensor]:
         """P^M (C, D) and which classes it has: the bank's class means, or without a bank the batch's
@@ -108,17 +96,17 @@ class DualAlignment(SemiSupervised):
             return self.bank.class_means(NUM_CLASSES)
         return class_prototypes(x.detach(), classes, NUM_CLASSES)
 
-    # -- the loss -------------------------------------------------------------------------------
-    def semi_supervised_losses(self, batch: TrainBatch, sup: SupervisedOutputs) -> dict[str, Tensor]:
-        x_l, c_l, q_l = self.labeled_rows(sup)
-        x_u, c_u, q_u = self.unlabeled_rows(batch.unlabeled)
+    def forward(self, labeled: Rows, unlabeled: Rows, diagnostics: dict[str, float]) -> dict[str, Tensor]:
+        """The switched-on terms (unweighted); proxy and prototype distances and the bank's fill go to
+        ``diagnostics``. This step's ground-truth-guided labeled prototypes join the bank afterwards."""
+        (x_l, c_l, q_l), (x_u, c_u, q_u) = labeled, unlabeled
         losses: dict[str, Tensor] = {}
         if self.proxies is not None:
             proxies = F.normalize(self.proxies, dim=1)
             losses["sup_pml"] = proxy_loss(x_l, c_l, proxies)
             losses["unsup_pml"] = proxy_loss(x_u, c_u, proxies.detach())  # proxies learn from labeled data only
             d = torch.cdist(proxies.detach(), proxies.detach())
-            self.diagnostics["proxy_distance_min"] = float(d[~torch.eye(NUM_CLASSES, dtype=torch.bool)].min())
+            diagnostics["proxy_distance_min"] = float(d[~torch.eye(NUM_CLASSES, dtype=torch.bool)].min())
         if self.da.prototype_alignment:
             bank, bank_present = self.bank_prototypes(x_l, c_l)
             m = self.da.margin
@@ -126,19 +114,56 @@ class DualAlignment(SemiSupervised):
             cg_u, present_u = class_prototypes(x_u, c_u, NUM_CLASSES, q_u)
             losses["sup_pmb"] = sum(prototype_alignment(bank, bank_present, cg_l, present_l, m))  # type: ignore[assignment]
             losses["unsup_pmb"] = sum(prototype_alignment(bank, bank_present, cg_u, present_u, m))  # type: ignore[assignment]
-            self._log_prototypes(bank, bank_present)
-            if self.bank is not None:  # this step's ground-truth-guided prototypes join the bank afterwards
+            self._log_prototypes(bank, bank_present, diagnostics)
+            if self.bank is not None:
                 gg, present = class_prototypes(x_l.detach(), c_l, NUM_CLASSES)
                 self.bank.push(gg[present], torch.where(present)[0])
         return losses
 
-    def _log_prototypes(self, protos: Tensor, present: Tensor) -> None:
+    def _log_prototypes(self, protos: Tensor, present: Tensor, diagnostics: dict[str, float]) -> None:
         if self.bank is not None:
             for c, n in enumerate(self.bank.counts(NUM_CLASSES).tolist()):
-                self.diagnostics[f"bank_fill_{c + 1}"] = float(n)
+                diagnostics[f"bank_fill_{c + 1}"] = float(n)
         idx = torch.where(present)[0]
         if len(idx) > 1:
             d = torch.cdist(protos[idx], protos[idx])
-            self.diagnostics["prototype_distance_min"] = float(
+            diagnostics["prototype_distance_min"] = float(
                 d[~torch.eye(len(idx), dtype=torch.bool, device=d.device)].min()
             )
+
+
+class DualAlignment(SemiSupervised):
+    """``sup_pml``, ``unsup_pml`` (proposal alignment) and ``sup_pmb``, ``unsup_pmb`` (prototype alignment),
+    each switchable (``train.ssl.dual_alignment``) for the paper's ablations."""
+
+    name = "dual_alignment"
+
+    def __init__(self, detector: CytologyDetector, cfg: SemiSupervisedConfig, seed: int = 0):
+        da = cfg.dual_alignment
+        super().__init__(detector, cfg, seed, teacher=da.pseudo_labels == "ema")
+        self.da = da
+        self.alignment = AlignmentTerms(detector.roi_heads.box_predictor.cls_score.in_features, da)
+        self.loss_names = self.alignment.loss_names
+
+    def parameter_groups(self, lr: float) -> list[dict]:
+        return self.alignment.parameter_groups(list(self.parameters()), lr)
+
+    def pseudo_labelled_features(self, images: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """The unlabeled images' pseudo-labelled boxes: labels (1 .. C) and scores from a no-grad pass (the
+        model itself or its EMA teacher), box-head features ``(N, 1024)`` from the student (with gradient)."""
+        source = self.teacher.model if self.teacher is not None else self.detector
+        found = pseudo_labels(source, images, self.da.threshold)  # type: ignore[arg-type]
+        self.count_pseudo(found)
+        keep = [k for k, d in enumerate(found) if len(d["boxes"])]
+        if not keep:
+            empty = torch.zeros(0, dtype=torch.long, device=images[0].device)
+            return images[0].new_zeros(0, 1), empty, images[0].new_zeros(0)
+        targets = [{"boxes": found[k]["boxes"], "labels": found[k]["labels"]} for k in keep]
+        batch, targets = self.detector.preprocess([images[k] for k in keep], targets)
+        features = self.detector.features(batch)
+        head = self.detector.box_head(features, [t["boxes"] for t in targets], batch.image_sizes)
+        return head.features, torch.cat([t["labels"] for t in targets]), torch.cat([found[k]["scores"] for k in keep])
+
+    def semi_supervised_losses(self, batch: TrainBatch, sup: SupervisedOutputs) -> dict[str, Tensor]:
+        unlabeled = self.alignment.unlabeled_rows(*self.pseudo_labelled_features(batch.unlabeled))
+        return self.alignment(self.alignment.labeled_rows(sup), unlabeled, self.diagnostics)
