@@ -61,7 +61,7 @@ def _metrics(run: Path) -> dict[str, list[float]]:
 
 
 PRESETS = ["dual_alignment", "dual_alignment-no-proposal", "dual_alignment-no-prototype", "dual_alignment-no-bank",
-           "mean_teacher", "csd", "soft_teacher"]  # fmt: skip
+           "mean_teacher", "csd", "soft_teacher", "soft_teacher_alignment"]  # fmt: skip
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -136,6 +136,33 @@ def test_proxies_learn_from_labeled_data_only():
     assert method.alignment.projection.net[0].weight.grad.abs().sum() > 0  # the projection head does learn from it
     losses["sup_pml"].backward()
     assert method.alignment.proxies.grad.abs().sum() > 0
+
+
+def test_soft_teacher_alignment_adds_the_alignment_terms_on_the_teachers_pseudo_boxes():
+    from wsi_pipeline.config import DualAlignmentConfig, SemiSupervisedConfig, SoftTeacherConfig
+
+    ssl = SemiSupervisedConfig(ramp_iters=0, weight=2.0, soft_teacher=SoftTeacherConfig(threshold=0.0),
+                               dual_alignment=DualAlignmentConfig(weight=0.25))  # fmt: skip
+    torch.manual_seed(0)
+    config = PipelineConfig(model=TINY, train=TrainConfig(method="soft_teacher_alignment", ssl=ssl))
+    method = build_method(config).train()
+    batch = _batch()
+    sup = method.detector.supervised(batch.images, batch.targets)
+    terms = method.semi_supervised_losses(batch, sup)
+    assert set(terms) == {"unsup_loss_classifier", "unsup_loss_box_reg", "unsup_loss_objectness",
+                          "unsup_loss_rpn_box_reg", "sup_pml", "unsup_pml", "sup_pmb", "unsup_pmb"}  # fmt: skip
+    assert method.diagnostics["pseudo_labels"] > 0 and all(math.isfinite(float(v.detach())) for v in terms.values())
+    terms["unsup_pml"].backward(retain_graph=True)
+    assert method.alignment.proxies.grad is None or not method.alignment.proxies.grad.any()
+    assert method.alignment.projection.net[0].weight.grad.abs().sum() > 0
+    method.zero_grad()
+    method.begin_step(0)
+    weighted = method(batch)  # lambda 2; the alignment terms 0.25 of it, Soft Teacher's in full
+    raw = method.diagnostics
+    assert float(weighted["sup_pml"]) == pytest.approx(2.0 * 0.25 * raw["sup_pml"], rel=1e-5)
+    assert float(weighted["unsup_loss_classifier"]) == pytest.approx(2.0 * raw["unsup_loss_classifier"], rel=1e-5)
+    groups = method.parameter_groups(0.02)
+    assert [g["lr"] for g in groups] == [0.02, 0.01] and groups[1]["params"][0] is method.alignment.proxies
 
 
 # The total loss of 2 SGD steps of dual alignment (every term on, bank and proxies included) on the tiny

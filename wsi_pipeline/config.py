@@ -271,6 +271,7 @@ class DualAlignmentConfig:
     margin: PositiveFloat = 1.0
     threshold: Fraction = 0.5  # pseudo-label score
     pseudo_labels: Literal["self", "ema"] = "self"  # a no-grad pass of the model itself, or an EMA teacher
+    weight: NonNegative = 1.0  # the four terms' weight relative to train.ssl.weight (for combined methods)
 
 
 @dataclass(frozen=True, config=_STRICT)

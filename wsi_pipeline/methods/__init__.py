@@ -10,12 +10,13 @@ from wsi_pipeline.config import PipelineConfig
 from wsi_pipeline.methods.base import TrainingMethod
 from wsi_pipeline.methods.consistency import Csd, MeanTeacher
 from wsi_pipeline.methods.dual_alignment import DualAlignment
+from wsi_pipeline.methods.soft_alignment import SoftTeacherAlignment
 from wsi_pipeline.methods.soft_teacher import SoftTeacher
 from wsi_pipeline.methods.supervised import Supervised
 from wsi_pipeline.modeling import CytologyDetector, build_detector
 
 METHODS: dict[str, type[TrainingMethod]] = {
-    cls.name: cls for cls in (Supervised, DualAlignment, MeanTeacher, Csd, SoftTeacher)
+    cls.name: cls for cls in (Supervised, DualAlignment, MeanTeacher, Csd, SoftTeacher, SoftTeacherAlignment)
 }
 
 

@@ -144,6 +144,7 @@ class DualAlignment(SemiSupervised):
         self.da = da
         self.alignment = AlignmentTerms(detector.roi_heads.box_predictor.cls_score.in_features, da)
         self.loss_names = self.alignment.loss_names
+        self.term_scale = dict.fromkeys(self.loss_names, da.weight)
 
     def parameter_groups(self, lr: float) -> list[dict]:
         return self.alignment.parameter_groups(list(self.parameters()), lr)

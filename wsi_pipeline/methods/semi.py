@@ -103,6 +103,7 @@ class SemiSupervised(TrainingMethod):
         self.iteration = 0
         self.diagnostics: dict[str, float] = {}
         self.pseudo_counts = torch.zeros(NUM_CLASSES)  # pseudo-labels per class in this step (for diagnostics)
+        self.term_scale: dict[str, float] = {}  # a term's weight relative to lambda(t) (default 1)
         self._views = torch.Generator()
 
     @classmethod
@@ -141,7 +142,7 @@ class SemiSupervised(TrainingMethod):
         else:  # the same keys, zero: every step logs the same columns
             extra = {name: sup.losses["loss_classifier"] * 0.0 for name in self.loss_names}
         self.diagnostics.update({k: float(v.detach()) for k, v in extra.items()})
-        return {**losses, **{k: v * self.weight for k, v in extra.items()}}
+        return {**losses, **{k: v * self.weight * self.term_scale.get(k, 1.0) for k, v in extra.items()}}
 
     def semi_supervised_losses(self, batch: TrainBatch, sup: SupervisedOutputs) -> dict[str, Tensor]:
         """The method's own terms, unweighted (the caller applies lambda(t)), named ``sup_*`` when they

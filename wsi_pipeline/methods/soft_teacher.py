@@ -17,6 +17,9 @@ presets) is 1:1 instead of the paper's 1:4; ``train.ssl.weight`` is the unsuperv
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -59,6 +62,17 @@ def box_spread(refined: Tensor, boxes: Tensor, copies: int) -> Tensor:
     return (std / wh).mean(dim=1)
 
 
+@dataclass
+class StudentView:
+    """The student's pass over the strong views: FPN ``features``, the pseudo-boxes as ``targets`` (network
+    pixels, labels 1 .. C), their teacher ``scores`` and the batch's ``image_sizes``."""
+
+    features: OrderedDict[str, Tensor]
+    targets: list[dict[str, Tensor]]
+    scores: list[Tensor]
+    image_sizes: list[tuple[int, int]]
+
+
 class SoftTeacher(SemiSupervised):
     """``unsup_loss_classifier``, ``unsup_loss_box_reg``, ``unsup_loss_objectness``, ``unsup_loss_rpn_box_reg``."""
 
@@ -98,6 +112,10 @@ class SoftTeacher(SemiSupervised):
         return batch, features, pseudo
 
     def semi_supervised_losses(self, batch: TrainBatch, sup: SupervisedOutputs) -> dict[str, Tensor]:
+        return self.soft_teacher_losses(batch)[0]
+
+    def soft_teacher_losses(self, batch: TrainBatch) -> tuple[dict[str, Tensor], StudentView]:
+        """The four ``unsup_loss_*`` terms, and the student's view they came from."""
         det, t = self.detector, self.teacher_model
         teacher_batch, teacher_features, pseudo = self.teacher_pass(batch.unlabeled)
         self.count_pseudo([{"labels": p["labels"], "scores": p["scores"]} for p in pseudo])
@@ -121,6 +139,7 @@ class SoftTeacher(SemiSupervised):
              for p, m in zip(pseudo, samples.matched_idxs, strict=True)]
         )  # fmt: skip
         regression_labels = torch.where(matched_reliable, labels, torch.zeros_like(labels))
+        view = StudentView(features, targets, [p["scores"] for p in pseudo], student_batch.image_sizes)
         return {
             "unsup_loss_classifier": soft_classification_loss(head.class_logits, labels, background),
             "unsup_loss_box_reg": box_regression_loss(
@@ -128,4 +147,4 @@ class SoftTeacher(SemiSupervised):
             ),
             "unsup_loss_objectness": rpn["loss_objectness"],
             "unsup_loss_rpn_box_reg": rpn["loss_rpn_box_reg"],
-        }
+        }, view
