@@ -157,7 +157,8 @@ def test_soft_teacher_alignment_adds_the_alignment_terms_on_the_teachers_pseudo_
     assert method.alignment.projection.net[0].weight.grad.abs().sum() > 0
     method.zero_grad()
     method.begin_step(0)
-    weighted = {k: float(v.detach()) for k, v in method(batch).items()}  # lambda 2; the alignment terms 0.25 of it, Soft Teacher's in full
+    # lambda 2; the alignment terms 0.25 of it, Soft Teacher's in full
+    weighted = {k: float(v.detach()) for k, v in method(batch).items()}
     raw = method.diagnostics
     assert weighted["sup_pml"] == pytest.approx(2.0 * 0.25 * raw["sup_pml"], rel=1e-5)
     assert weighted["unsup_loss_classifier"] == pytest.approx(2.0 * raw["unsup_loss_classifier"], rel=1e-5)
