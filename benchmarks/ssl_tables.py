@@ -12,7 +12,7 @@ checkpoint; supervised runs are shared with ``benchmarks/learning_curve.py`` (``
     python benchmarks/ssl_tables.py --quick                  # 25%: supervised vs dual alignment, 3 seeds
     python benchmarks/ssl_tables.py --rows table1 --rows table2
     python benchmarks/ssl_tables.py --rows noise             # one labeled subset, three init seeds
-    python benchmarks/ssl_tables.py --rows quick-soft        # Soft Teacher at 25%, 3 seeds
+    python benchmarks/ssl_tables.py --rows quick-soft        # Soft Teacher (+ alignment) at 25%, 3 seeds
     python benchmarks/ssl_tables.py --rows oracle            # 25% + the pool with its hidden labels, 2 + 2 a batch
     python benchmarks/ssl_tables.py --rows tune              # lambda on the validation slides (25%, seed 0)
     python benchmarks/ssl_tables.py --rows step-time         # one training step of each method, one process
@@ -47,7 +47,8 @@ CURVE = ROOT / "data" / "bench" / "curve-cpu-redesign"  # benchmarks/learning_cu
 SUPERVISED = "curve-cpu"
 ORACLE = "oracle-pool"  # supervised on the labeled subset + the pool with its hidden labels: what the pool holds
 TABLE2 = ["curve-cpu", "csd", "mean_teacher", "soft_teacher", "dual_alignment-no-prototype",
-          "dual_alignment-no-proposal", "dual_alignment-no-bank", "dual_alignment"]  # fmt: skip
+          "dual_alignment-no-proposal", "dual_alignment-no-bank", "dual_alignment",
+          "soft_teacher_alignment"]  # fmt: skip
 FRACTIONS = [0.25, 0.5, 0.75, 1.0]
 TUNE = [  # dual alignment's settings tried on the validation slides; the preset takes the best
     ("train.ssl.weight=1",),  # the paper's lambda
@@ -71,8 +72,8 @@ def runs_of(rows: list[str]) -> list[tuple[str, float, int, tuple[str, ...]]]:
             runs += [(p, 1.0, s, ()) for p in TABLE2 for s in SEEDS]
         elif row == "tune":  # lambda for dual alignment, 25% of the labels, seed 0, judged on validation
             runs += [("dual_alignment", 0.25, 0, settings) for settings in TUNE]
-        elif row == "quick-soft":  # the strongest baseline where labels are scarce
-            runs += [("soft_teacher", 0.25, s, ()) for s in SEEDS]
+        elif row == "quick-soft":  # the strongest baseline where labels are scarce, and the combination
+            runs += [(p, 0.25, s, ()) for p in ("soft_teacher", "soft_teacher_alignment") for s in SEEDS]
         elif row == "oracle":  # the ceiling of what the pool can teach at 25%
             runs += [(ORACLE, 0.25, s, ()) for s in SEEDS]
         elif row == "noise":  # the labeled subset of seed 0, three initialisation / data-order seeds
