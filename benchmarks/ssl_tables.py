@@ -2,7 +2,7 @@
 
 Table 1: test mAP (AP10-70) with 25/50/75/100% of the labeled slides, supervised vs dual alignment.
 Table 2, 100% of the labels: supervised, CSD, Mean Teacher, Soft Teacher, the three dual-alignment
-ablations and dual alignment. Three seeds; a seed fixes the labeled slides and the initialisation for
+ablations, dual alignment, and Soft Teacher with the alignment terms. Three seeds; a seed fixes the labeled slides and the initialisation for
 every method, so gains are reported paired (the mean +- std of the per-seed differences to supervised).
 
 The unlabeled pool is mined once from v3's 50 unlabeled slides by the 100% supervised model (seed 0) and
