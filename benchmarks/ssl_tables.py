@@ -435,7 +435,7 @@ def main() -> None:
         train_runs(runs_of(training), args.out, args.supervised_out, args.pool, args.jobs)
     results = cached(every, args.out, args.supervised_out)
     for (preset, _f, _s, folder), result in results.items():  # pseudo-label quality of each SSL run, cached
-        if preset != SUPERVISED and "pseudo_quality" not in result and (folder / "checkpoints" / "last.pt").is_file():
+        if preset not in (SUPERVISED, ORACLE) and "pseudo_quality" not in result and (folder / "checkpoints" / "last.pt").is_file():
             result["pseudo_quality"] = pseudo_label_quality(folder / "checkpoints" / "last.pt", args.pool)["0.5"]
             (folder / "result.json").write_text(json.dumps(result, indent=1))
     md: list[str] = []
