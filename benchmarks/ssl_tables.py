@@ -13,6 +13,7 @@ checkpoint; supervised runs are shared with ``benchmarks/learning_curve.py`` (``
     python benchmarks/ssl_tables.py --rows table1 --rows table2
     python benchmarks/ssl_tables.py --rows noise             # one labeled subset, three init seeds
     python benchmarks/ssl_tables.py --rows quick-soft        # Soft Teacher (+ alignment) at 25%, 3 seeds
+    python benchmarks/ssl_tables.py --rows table2 --only csd --jobs 1   # a share of the rows, beside another
     python benchmarks/ssl_tables.py --rows oracle            # 25% + the pool with its hidden labels, 2 + 2 a batch
     python benchmarks/ssl_tables.py --rows tune              # lambda on the validation slides (25%, seed 0)
     python benchmarks/ssl_tables.py --rows step-time         # one training step of each method, one process
@@ -416,6 +417,7 @@ def main() -> None:
         choices=["quick", "quick-soft", "table1", "table2", "noise", "tune", "oracle", "step-time", "gradients"],
     )
     parser.add_argument("--quick", action="store_true", help="the same as --rows quick")
+    parser.add_argument("--only", action="append", default=[], help="train only these presets of the rows")
     parser.add_argument("--report", action="store_true", help="tables from cached runs only")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
@@ -432,7 +434,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if training and not args.report:
         ensure_pool(args.pool, args.mining_checkpoint)
-        train_runs(runs_of(training), args.out, args.supervised_out, args.pool, args.jobs)
+        runs = [r for r in runs_of(training) if not args.only or r[0] in args.only]
+        train_runs(runs, args.out, args.supervised_out, args.pool, args.jobs)
     results = cached(every, args.out, args.supervised_out)
     for (preset, _f, _s, folder), result in results.items():  # pseudo-label quality of each SSL run, cached
         if preset not in (SUPERVISED, ORACLE) and "pseudo_quality" not in result and (folder / "checkpoints" / "last.pt").is_file():
