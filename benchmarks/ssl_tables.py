@@ -2,8 +2,9 @@
 
 Table 1: test mAP (AP10-70) with 25/50/75/100% of the labeled slides, supervised vs dual alignment.
 Table 2, 100% of the labels: supervised, CSD, Mean Teacher, Soft Teacher, the three dual-alignment
-ablations, dual alignment, and Soft Teacher with the alignment terms. Three seeds; a seed fixes the labeled slides and the initialisation for
-every method, so gains are reported paired (the mean +- std of the per-seed differences to supervised).
+ablations, dual alignment, and Soft Teacher with the alignment terms. Three seeds; a seed fixes the
+labeled slides and the initialisation for every method, so gains are reported paired (the mean +- std
+of the per-seed differences to supervised).
 
 The unlabeled pool is mined once from v3's 50 unlabeled slides by the 100% supervised model (seed 0) and
 kept fixed. Every run is cached in ``OUT/<preset>/frac<f>_seed<s>/result.json`` and resumes from its last
@@ -438,8 +439,9 @@ def main() -> None:
         train_runs(runs, args.out, args.supervised_out, args.pool, args.jobs)
     results = cached(every, args.out, args.supervised_out)
     for (preset, _f, _s, folder), result in results.items():  # pseudo-label quality of each SSL run, cached
-        if preset not in (SUPERVISED, ORACLE) and "pseudo_quality" not in result and (folder / "checkpoints" / "last.pt").is_file():
-            result["pseudo_quality"] = pseudo_label_quality(folder / "checkpoints" / "last.pt", args.pool)["0.5"]
+        checkpoint = folder / "checkpoints" / "last.pt"
+        if preset not in (SUPERVISED, ORACLE) and "pseudo_quality" not in result and checkpoint.is_file():
+            result["pseudo_quality"] = pseudo_label_quality(checkpoint, args.pool)["0.5"]
             (folder / "result.json").write_text(json.dumps(result, indent=1))
     md: list[str] = []
     out_json: dict = {"tables": {}}
