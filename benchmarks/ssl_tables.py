@@ -14,7 +14,7 @@ checkpoint; supervised runs are shared with ``benchmarks/learning_curve.py`` (``
     python benchmarks/ssl_tables.py --rows table1 --rows table2
     python benchmarks/ssl_tables.py --rows noise             # one labeled subset, three init seeds
     python benchmarks/ssl_tables.py --rows quick-soft        # Soft Teacher (+ alignment) at 25%, 3 seeds
-    python benchmarks/ssl_tables.py --rows table2 --only csd --jobs 1   # a share of the rows, beside another
+    OMP_NUM_THREADS=1 python benchmarks/ssl_tables.py --rows table2 --only csd --jobs 1   # beside another
     python benchmarks/ssl_tables.py --rows oracle            # 25% + the pool with its hidden labels, 2 + 2 a batch
     python benchmarks/ssl_tables.py --rows tune              # lambda on the validation slides (25%, seed 0)
     python benchmarks/ssl_tables.py --rows step-time         # one training step of each method, one process
