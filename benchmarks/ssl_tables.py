@@ -52,12 +52,16 @@ TABLE2 = ["curve-cpu", "csd", "mean_teacher", "soft_teacher", "dual_alignment-no
           "dual_alignment-no-proposal", "dual_alignment-no-bank", "dual_alignment",
           "soft_teacher_alignment"]  # fmt: skip
 FRACTIONS = [0.25, 0.5, 0.75, 1.0]
-TUNE = [  # dual alignment's settings tried on the validation slides; the preset takes the best
-    ("train.ssl.weight=1",),  # the paper's lambda
-    ("train.ssl.weight=0.1",),
-    ("train.ssl.weight=0.03",),
-    ("train.ssl.weight=0.03", "train.ssl.dual_alignment.threshold=0.9"),  # cleaner pseudo-labels (pool: 0.69)
-    ("train.ssl.weight=0.1", "train.ssl.dual_alignment.threshold=0.9"),
+TUNE = [  # settings tried on the validation slides (25%, seed 0); each preset takes its best
+    ("dual_alignment", ("train.ssl.weight=1",)),  # the paper's lambda
+    ("dual_alignment", ("train.ssl.weight=0.1",)),
+    ("dual_alignment", ("train.ssl.weight=0.03",)),
+    ("dual_alignment", ("train.ssl.weight=0.03", "train.ssl.dual_alignment.threshold=0.9")),  # pool: 0.69 precise
+    ("dual_alignment", ("train.ssl.weight=0.1", "train.ssl.dual_alignment.threshold=0.9")),
+    # Soft Teacher at its preset (weight 2, threshold 0.9) found almost no pseudo-box at 25% and trained the
+    # pool's lesions as background (test mAP 32.3 against 53.3 supervised, seed 0)
+    ("soft_teacher", ("train.ssl.weight=0.5",)),
+    ("soft_teacher", ("train.ssl.weight=0.5", "train.ssl.soft_teacher.threshold=0.7")),
 ]
 SEEDS = [0, 1, 2]
 log = logging.getLogger("ssl_tables")
@@ -73,7 +77,7 @@ def runs_of(rows: list[str]) -> list[tuple[str, float, int, tuple[str, ...]]]:
         elif row == "table2":
             runs += [(p, 1.0, s, ()) for p in TABLE2 for s in SEEDS]
         elif row == "tune":  # lambda for dual alignment, 25% of the labels, seed 0, judged on validation
-            runs += [("dual_alignment", 0.25, 0, settings) for settings in TUNE]
+            runs += [(preset, 0.25, 0, settings) for preset, settings in TUNE]
         elif row == "quick-soft":  # the strongest baseline where labels are scarce, and the combination
             runs += [(p, 0.25, s, ()) for p in ("soft_teacher", "soft_teacher_alignment") for s in SEEDS]
         elif row == "oracle":  # the ceiling of what the pool can teach at 25%
@@ -487,7 +491,7 @@ def main() -> None:
     tuning = [
         (p, folder)
         for (p, f, s, folder), _ in results.items()
-        if f == 0.25 and s == 0 and "subset0" not in folder.name and p in (SUPERVISED, "dual_alignment")
+        if f == 0.25 and s == 0 and "subset0" not in folder.name and p != ORACLE
     ]
     if any(folder.parent.parent.name == "tune" for _, folder in tuning):
         md += ["\n**Tuning on the 5 validation slides (25% of the labels, seed 0)**\n",
