@@ -97,7 +97,7 @@ def folder_of(out: Path, supervised_out: Path, preset: str, fraction: float, see
 
 def ensure_pool(pool: Path, checkpoint: Path) -> None:
     """Mine the pool once (the 100% supervised model, seed 0) unless it is there."""
-    if (pool / "pool.json").is_file():
+    if (pool / "pool.json").is_file() or any(pool.glob("*.zarr")):  # mined, or a folder of tile stores
         return
     if not checkpoint.is_file():
         raise SystemExit(f"{checkpoint}: missing; train the 100% seed-0 supervised run first (learning_curve.py)")
@@ -423,6 +423,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="the same as --rows quick")
     parser.add_argument("--only", action="append", default=[], help="train only these presets of the rows")
+    parser.add_argument("--seeds", type=int, nargs="+", help="train only these seeds of the rows")
     parser.add_argument("--report", action="store_true", help="tables from cached runs only")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
@@ -439,7 +440,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if training and not args.report:
         ensure_pool(args.pool, args.mining_checkpoint)
-        runs = [r for r in runs_of(training) if not args.only or r[0] in args.only]
+        runs = [r for r in runs_of(training) if (not args.only or r[0] in args.only)
+                and (args.seeds is None or r[2] in args.seeds)]  # fmt: skip
         train_runs(runs, args.out, args.supervised_out, args.pool, args.jobs)
     results = cached(every, args.out, args.supervised_out)
     for (preset, _f, _s, folder), result in results.items():  # pseudo-label quality of each SSL run, cached
