@@ -27,6 +27,7 @@ Markdown goes to stdout and ``OUT/tables.md``, everything to ``OUT/tables.json``
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import multiprocessing
@@ -115,6 +116,23 @@ def ensure_pool(pool: Path, checkpoint: Path) -> None:
     (pool / "mine_seconds.txt").write_text(f"{time.perf_counter() - started:.0f}\n")
 
 
+def hidden_labels(slide_id: str, meta: dict) -> list:
+    """The generator's labels of one pool patch (``meta``: the store row, level-0 window), cropped as the
+    labeled patches are (``PatchLabel`` in level-0 pixels from the window's corner, ``ignore`` kept)."""
+    from wsi_pipeline.data.patches import crop_annotations
+    from wsi_pipeline.types import Box
+
+    window = Box(meta["x"], meta["y"], meta["x"] + meta["width"], meta["y"] + meta["height"])
+    return crop_annotations(_slide_truth(slide_id), window, 0.5)
+
+
+@functools.cache
+def _slide_truth(slide_id: str) -> list:
+    from wsi_pipeline.data.geojson_io import read_geojson
+
+    return read_geojson(V3 / "slides" / f"{slide_id}.geojson")  # the unlabeled slides keep theirs on disk
+
+
 def pseudo_label_quality(
     checkpoint: Path, pool: Path, thresholds: tuple[float, ...] = (0.5,), iou: float = 0.3, patches: int = 120
 ) -> dict[str, dict]:
@@ -123,29 +141,22 @@ def pseudo_label_quality(
     ``lesion_precision``: the share of detections on some lesion whatever its class."""
     import torch
 
-    from wsi_pipeline.data.geojson_io import read_geojson
-    from wsi_pipeline.data.patches import crop_annotations
     from wsi_pipeline.data.pool import open_pool
     from wsi_pipeline.evaluation.detection import box_iou
     from wsi_pipeline.inference.predictor import Predictor
     from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
     from wsi_pipeline.taxonomy import BY_CODE
-    from wsi_pipeline.types import Box
 
     model, config = model_from_checkpoint(checkpoint)
     dataset = open_pool(pool, config.model.input_mpp)  # the slides' hidden ground truth: v3's geojson
     chosen = np.random.default_rng(0).choice(len(dataset), min(patches, len(dataset)), replace=False)
     predictor = Predictor(model, torch.device("cpu"))
-    truth_of: dict[str, list] = {}
     counts = {t: np.zeros(4, int) for t in thresholds}  # detections, class-aware hits, lesion hits, lesions
     for index in sorted(chosen.tolist()):
         s, i = dataset.index[int(index)]
         store = dataset.stores[s]
         image, meta, sid = store[i], store.row(i), store.attrs["slide_id"]
-        if sid not in truth_of:
-            truth_of[sid] = read_geojson(V3 / "slides" / f"{sid}.geojson")
-        window = Box(meta["x"], meta["y"], meta["x"] + meta["width"], meta["y"] + meta["height"])
-        labels = [p for p in crop_annotations(truth_of[sid], window, 0.5) if not p.ignore]
+        labels = [p for p in hidden_labels(sid, meta) if not p.ignore]
         to_patch = image.shape[1] / meta["width"]  # patch pixels per level-0 pixel
         gt = np.array([[p.box.x0, p.box.y0, p.box.x1, p.box.y1] for p in labels], float).reshape(-1, 4) * to_patch
         gt_cls = np.array([BY_CODE[p.label].id for p in labels], int)
@@ -189,10 +200,10 @@ def oracle_json(out: Path, pool: Path, fraction: float, seed: int) -> Path:
     from PIL import Image
 
     from wsi_pipeline.data.coco import CocoBuilder
-    from wsi_pipeline.data.geojson_io import read_geojson
-    from wsi_pipeline.data.patches import PatchLabel, crop_annotations
+    from wsi_pipeline.data.patches import PatchLabel
     from wsi_pipeline.data.pool import open_pool
     from wsi_pipeline.engine.run import labeled_subset
+    from wsi_pipeline.io import atomic_path
     from wsi_pipeline.types import Box
 
     path = out / ORACLE / f"frac{fraction:g}_seed{seed}.json"
@@ -220,16 +231,14 @@ def oracle_json(out: Path, pool: Path, fraction: float, seed: int) -> Path:
             for x, y, w, h in [a["bbox"]]
         ]
         coco.add_image(img["file_name"], img["width"], img["height"], labels, slide_id=img["slide_id"], mpp=0.25)
-    truth: dict[str, list] = {}
     for s, i in dataset.index:
         store = dataset.stores[s]
         meta, sid = store.row(i), str(store.attrs["slide_id"])
-        truth.setdefault(sid, read_geojson(V3 / "slides" / f"{sid}.geojson"))
-        window = Box(meta["x"], meta["y"], meta["x"] + meta["width"], meta["y"] + meta["height"])
         name = f"{sid}_x{meta['x']}_y{meta['y']}.jpg"
         if not (images / name).exists():
-            Image.fromarray(store[i]).save(images / name, format="JPEG", quality=95)
-        coco.add_image(name, meta["width"], meta["height"], crop_annotations(truth[sid], window, 0.5),
+            with atomic_path(images / name) as tmp:  # an interrupted write leaves no half image to reuse
+                Image.fromarray(store[i]).save(tmp, format="JPEG", quality=95)
+        coco.add_image(name, meta["width"], meta["height"], hidden_labels(sid, meta),
                        slide_id=sid, mpp=0.25)  # fmt: skip
     coco.info["image_root"] = "images"
     coco.write(path)
