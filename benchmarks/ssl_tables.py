@@ -47,6 +47,9 @@ ROOT = Path(__file__).resolve().parents[1]
 V3 = ROOT / "data" / "synthpap-v3"
 OUT = ROOT / "data" / "bench" / "ssl"
 CURVE = ROOT / "data" / "bench" / "curve-cpu-redesign"  # benchmarks/learning_curve.py --out: the supervised runs
+# the pool's miner: the 100% seed-0 supervised run on 2 threads (learning_curve.py --jobs 1), kept apart from
+# the tables' one-thread runs, which a thread count moves by about a step of the curve
+MINER = ROOT / "data" / "bench" / "curve-cpu-2threads" / "frac1_seed0" / "checkpoints" / "last.pt"
 SUPERVISED = "curve-cpu"
 ORACLE = "oracle-pool"  # supervised on the labeled subset + the pool with its hidden labels: what the pool holds
 TABLE2 = ["curve-cpu", "csd", "mean_teacher", "soft_teacher", "dual_alignment-no-prototype",
@@ -105,7 +108,7 @@ def ensure_pool(pool: Path, checkpoint: Path) -> None:
     if (pool / "pool.json").is_file() or any(pool.glob("*.zarr")):  # mined, or a folder of tile stores
         return
     if not checkpoint.is_file():
-        raise SystemExit(f"{checkpoint}: missing; train the 100% seed-0 supervised run first (learning_curve.py)")
+        raise SystemExit(f"{checkpoint}: missing; train the 100% seed-0 supervised run first (MINER says how)")
     slides = sorted(str(p) for p in (V3 / "slides").glob("U*.tiff"))
     labeled = [a for split in ("train", "val", "test") for a in ("--labeled", str(V3 / "patches" / f"{split}.json"))]
     command = [sys.executable, "-m", "wsi_pipeline", "mine", *slides, "--checkpoint", str(checkpoint),
@@ -442,7 +445,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--supervised-out", type=Path, default=CURVE)
     parser.add_argument("--pool", type=Path, default=OUT / "pool")
-    parser.add_argument("--mining-checkpoint", type=Path, default=CURVE / "frac1_seed0" / "checkpoints" / "last.pt")
+    parser.add_argument("--mining-checkpoint", type=Path, default=MINER)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(message)s")
     rows = args.rows + (["quick"] if args.quick else [])

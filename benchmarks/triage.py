@@ -1,7 +1,7 @@
 """Whole slides: detection mAP next to patch mAP, and slide triage by the risk score.
 
     wsi-pipeline synth --config synthpap-triage --out data/synthpap-triage            # once
-    python benchmarks/triage.py --checkpoint data/bench/curve-cpu-redesign/frac1_seed0/checkpoints/last.pt
+    python benchmarks/triage.py --checkpoint data/bench/curve-cpu-2threads/frac1_seed0/checkpoints/last.pt
 
 1. ``infer`` on synthpap-v3's test slides (cached in ``--out``) and ``eval`` of the lesion maps against the
    slides' ground truth: the whole-slide mAP, beside the model's patch mAP on the same slides' COCO patches.
