@@ -363,6 +363,19 @@ def test_resume_without_a_checkpoint_says_it_starts_fresh(tmp_path: Path):
     )
 
 
+def test_two_trainings_into_one_folder_the_second_stops_in_one_line(tmp_path: Path):
+    from wsi_pipeline.io import exclusive_folder
+
+    coco = _coco(tmp_path / "data", [{**BOX, "id": 1}])
+    sets = [f"train.train_json={coco}", "train.val_json=null", "train.max_iter=1"]
+    args = ["train", "--config", "tiny", "--out", str(tmp_path / "run")]
+    with exclusive_folder(tmp_path / "run"):  # as a first training of the same folder would hold it
+        result = CliRunner().invoke(cli, [*args, *[x for s in sets for x in ("--set", s)]])
+    assert result.exit_code == 1, result.output
+    assert "run: another process is writing a training run here" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run" / "config.yaml").exists()
+
+
 # -- infer and mine ----------------------------------------------------------------------------------
 
 

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 log = logging.getLogger(__name__)
 
 STALE_AFTER_S = 24 * 3600  # a temporary of another host is taken as abandoned after this long
@@ -90,6 +92,24 @@ def remove_stale_temporaries(folder: str | os.PathLike[str], max_age_s: float = 
     if removed:
         log.info("%s: removed %d temporary file(s) of interrupted runs", folder, len(removed))
     return removed
+
+
+@contextlib.contextmanager
+def exclusive_folder(folder: str | os.PathLike[str], what: str = "a run") -> Iterator[Path]:
+    """Hold ``folder/.lock`` for the block, so that a second process writing the same folder fails at
+    once with a one-line error instead of interleaving its files. The operating system drops the lock
+    when the holder dies, so a killed run never blocks its resume."""
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path / ".lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise BlockingIOError(f"{path}: another process is writing {what} here; wait for it or stop it") from None
+    try:
+        yield path
+    finally:
+        lock.release()
 
 
 def _alive(pid: int) -> bool:

@@ -8,6 +8,7 @@ loader; then the :class:`~wsi_pipeline.engine.trainer.Trainer` runs it. Output f
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -37,7 +38,7 @@ from wsi_pipeline.engine.schedule import BatchSchedule
 from wsi_pipeline.engine.trainer import Trainer
 from wsi_pipeline.evaluation.detection import evaluate
 from wsi_pipeline.inference.patches import coco_ground_truth, predict_patches
-from wsi_pipeline.io import remove_stale_temporaries
+from wsi_pipeline.io import exclusive_folder, remove_stale_temporaries
 from wsi_pipeline.methods import TrainingMethod, build_method, method_class
 from wsi_pipeline.modeling.checkpoint import load_checkpoint
 
@@ -228,10 +229,18 @@ def run_training(
     cfg = config.train
     out = Path(out)
     method_class(cfg.method)  # an unknown method fails before any work
-    state = _resume_state(config, out, resume)
     dist_info = init_distributed(cfg.device)
+    try:
+        with exclusive_folder(out, "a training run") if dist_info.is_main else contextlib.nullcontext():
+            return _train(config, out, resume, progress, dist_info)
+    finally:
+        cleanup(dist_info)
+
+
+def _train(config: PipelineConfig, out: Path, resume: bool, progress: bool, dist_info: DistInfo) -> TrainResult:
+    cfg = config.train
+    state = _resume_state(config, out, resume)
     if dist_info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
         for folder in (out, out / "checkpoints"):
             remove_stale_temporaries(folder)
         save_config(config, out)
@@ -254,9 +263,6 @@ def run_training(
         pool_schedule = BatchSchedule(len(pool), size, cfg.seed + 1, dist_info.rank, dist_info.world_size)
         images = make_loader(pool, pool_schedule, trainer.start_iter, cfg.workers, _images_only)
         trainer.data = with_unlabeled(trainer.data, images)
-    try:
-        trainer.train()
-    finally:
-        cleanup(dist_info)
+    trainer.train()
     best = evaluator.best_map if evaluator is not None and evaluator.best_iter >= 0 else None
     return TrainResult(out, trainer.max_iter, best, len(train_set.slide_ids()), len(train_set))
