@@ -108,7 +108,9 @@ def ensure_pool(pool: Path, checkpoint: Path) -> None:
     if (pool / "pool.json").is_file() or any(pool.glob("*.zarr")):  # mined, or a folder of tile stores
         return
     if not checkpoint.is_file():
-        raise SystemExit(f"{checkpoint}: missing; train the 100% seed-0 supervised run first (MINER says how)")
+        run = checkpoint.parents[1]  # <out>/frac1_seed0/checkpoints/last.pt
+        raise SystemExit(f"{checkpoint}: missing; train the miner first: python benchmarks/learning_curve.py "
+                         f"--jobs 1 --fractions 1 --seeds 0 --out {run.parent}")  # fmt: skip
     slides = sorted(str(p) for p in (V3 / "slides").glob("U*.tiff"))
     labeled = [a for split in ("train", "val", "test") for a in ("--labeled", str(V3 / "patches" / f"{split}.json"))]
     command = [sys.executable, "-m", "wsi_pipeline", "mine", *slides, "--checkpoint", str(checkpoint),

@@ -1,4 +1,5 @@
 import os
+import re
 import stat
 
 import pytest
@@ -40,7 +41,7 @@ def test_exclusive_folder_refuses_a_second_writer_until_the_first_dies(tmp_path)
     try:
         assert holder.stdout.readline().strip() == "held"
         with (
-            pytest.raises(BlockingIOError, match=f"^{tmp_path}: another process is writing a run here"),
+            pytest.raises(BlockingIOError, match="^" + re.escape(f"{tmp_path}: another process is writing a run here")),
             exclusive_folder(tmp_path),
         ):
             pass
