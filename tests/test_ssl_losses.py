@@ -149,3 +149,24 @@ def test_collapse_watch_warns_once_per_episode():
     assert watch.update(None, {"unsup_pml": -3.0}) == []  # 6x: within bounds, whatever the sign
     jumped = watch.update(None, {"unsup_pml": 50.0})
     assert len(jumped) == 1 and "unsup_pml exploded" in jumped[0]
+
+
+def test_diagnostics_tally_pseudo_labels_over_the_period():
+    from types import SimpleNamespace
+
+    from wsi_pipeline.engine.hooks import Diagnostics
+
+    written: list[tuple[int, dict[str, float]]] = []
+    hook = Diagnostics(period=3, patience=100, metrics_log=SimpleNamespace(write=lambda i, v: written.append((i, v))))
+    steps = [(np.array([1, 0, 0, 1]), 0.6), (np.zeros(4), float("nan")), (np.array([0, 3, 0, 0]), 0.8)]
+    for i, (counts, score) in enumerate(steps):
+        method = SimpleNamespace(
+            pseudo_counts=torch.tensor(counts, dtype=torch.float32),
+            diagnostics={"lambda": 0.1, "pseudo_labels": float(counts.sum()), "pseudo_score": score},
+        )
+        hook.trainer = SimpleNamespace(unwrapped=method, iter=i, max_iter=10, last_losses={})  # type: ignore[assignment]
+        hook.after_step()
+    [(iteration, values)] = written
+    assert iteration == 3 and values["diag/pseudo_labels"] == 5  # 2 + 0 + 3, not the last step's 3
+    assert values["diag/pseudo_score"] == pytest.approx((2 * 0.6 + 3 * 0.8) / 5)
+    assert [values[f"diag/pseudo_{c}"] for c in ("ASC-US", "LSIL", "HSIL", "AGC")] == [1, 3, 0, 1]

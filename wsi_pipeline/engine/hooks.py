@@ -166,12 +166,16 @@ class MethodSteps(HookBase):
 class Diagnostics(HookBase):
     """A semi-supervised method's diagnostics (pseudo-labels per class and their mean score, proxy and
     prototype distances, memory-bank fill, each loss term) into ``metrics.csv`` as ``diag/*`` and the log
-    every ``period`` iterations; collapse and exploding-term warnings (:class:`CollapseWatch`) as they happen."""
+    every ``period`` iterations; collapse and exploding-term warnings (:class:`CollapseWatch`) as they happen.
+
+    Pseudo-labels are tallied over the period: ``pseudo_labels`` and ``pseudo_<class>`` are the period's
+    counts and ``pseudo_score`` their mean score; every other value is the last step's."""
 
     def __init__(self, period: int, patience: int, metrics_log: MetricsLog | None = None):
         self.period, self.metrics_log = period, metrics_log
         self.watch = CollapseWatch(patience)
-        self.pseudo_total: np.ndarray | None = None
+        self.pseudo_total: np.ndarray | None = None  # (C,) pseudo-labels per class this period
+        self.score_sum = 0.0  # sum of their scores
 
     def after_step(self) -> None:
         t = self.trainer
@@ -182,14 +186,18 @@ class Diagnostics(HookBase):
         counts = method.pseudo_counts.numpy() if "pseudo_labels" in values else None  # type: ignore[union-attr]
         if counts is not None:
             self.pseudo_total = counts if self.pseudo_total is None else self.pseudo_total + counts
+            if values["pseudo_labels"] > 0:
+                self.score_sum += values["pseudo_score"] * values["pseudo_labels"]
         for warning in self.watch.update(counts, {k: v for k, v in t.last_losses.items() if k != "total"}):
             log.warning("iteration %d: %s", t.iter, warning)
         done = t.iter + 1
         if done % self.period and done != t.max_iter:
             return
         if self.pseudo_total is not None:
-            values.update({f"pseudo_{CLASS_CODES[c]}": float(n) for c, n in enumerate(self.pseudo_total)})
-            self.pseudo_total = None
+            n = float(self.pseudo_total.sum())
+            values["pseudo_labels"], values["pseudo_score"] = n, self.score_sum / n if n else float("nan")
+            values.update({f"pseudo_{CLASS_CODES[c]}": float(k) for c, k in enumerate(self.pseudo_total)})
+            self.pseudo_total, self.score_sum = None, 0.0
         if self.metrics_log is not None:
             self.metrics_log.write(done, {f"diag/{k}": v for k, v in values.items()})
         log.info("iteration %d: %s", done, ", ".join(f"{k} {v:.3g}" for k, v in values.items()))
