@@ -142,7 +142,8 @@ def pseudo_label_quality(
     checkpoint: Path, pool: Path, thresholds: tuple[float, ...] = (0.5,), iou: float = 0.3, patches: int = 120
 ) -> dict[str, dict]:
     """Per score threshold: precision and recall of a checkpoint's detections on a fixed sample of pool
-    patches against the pool slides' hidden ground truth (IoU >= ``iou``), class-aware, and
+    patches against the pool slides' hidden ground truth (IoU >= ``iou``), class-aware, overall and per
+    class (``classes``: precision among the detections of that class, recall of its lesions), and
     ``lesion_precision``: the share of detections on some lesion whatever its class."""
     import torch
 
@@ -150,13 +151,16 @@ def pseudo_label_quality(
     from wsi_pipeline.evaluation.detection import box_iou
     from wsi_pipeline.inference.predictor import Predictor
     from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
-    from wsi_pipeline.taxonomy import BY_CODE
+    from wsi_pipeline.taxonomy import BY_CODE, CLASS_CODES
 
     model, config = model_from_checkpoint(checkpoint)
     dataset = open_pool(pool, config.model.input_mpp)  # the slides' hidden ground truth: v3's geojson
     chosen = np.random.default_rng(0).choice(len(dataset), min(patches, len(dataset)), replace=False)
     predictor = Predictor(model, torch.device("cpu"))
-    counts = {t: np.zeros(4, int) for t in thresholds}  # detections, class-aware hits, lesion hits, lesions
+    ids = [BY_CODE[c].id for c in CLASS_CODES]
+    # per threshold, per class (rows): detections, class-aware hits, lesions; and detections on any lesion
+    counts = {t: np.zeros((len(ids), 3), int) for t in thresholds}
+    on_lesion = dict.fromkeys(thresholds, 0)
     for index in sorted(chosen.tolist()):
         s, i = dataset.index[int(index)]
         store = dataset.stores[s]
@@ -169,21 +173,37 @@ def pseudo_label_quality(
         for t in thresholds:
             keep = found["scores"] >= t
             boxes, cls, scores = found["boxes"][keep], found["labels"][keep], found["scores"][keep]
-            counts[t] += [len(boxes), 0, 0, len(gt)]
-            if len(boxes) and len(gt):
-                overlap = box_iou(boxes, gt, np.zeros(len(gt), bool))
-                counts[t][1] += _greedy_hits(overlap * (cls[:, None] == gt_cls[None, :]), scores, iou)
-                counts[t][2] += int((overlap.max(axis=1) >= iou).sum())
+            overlap = box_iou(boxes, gt, np.zeros(len(gt), bool)) if len(boxes) and len(gt) else None
+            if overlap is not None:
+                on_lesion[t] += int((overlap.max(axis=1) >= iou).sum())
+            for row, c in enumerate(ids):
+                mine, theirs = cls == c, gt_cls == c
+                hits = 0
+                if overlap is not None and mine.any() and theirs.any():
+                    hits = _greedy_hits(overlap[np.ix_(mine, theirs)], scores[mine], iou)
+                counts[t][row] += [int(mine.sum()), hits, int(theirs.sum())]
+    return {f"{t:g}": _quality(c, on_lesion[t], len(chosen)) for t, c in counts.items()}
+
+
+def _quality(counts: np.ndarray, on_lesion: int, patches: int) -> dict:
+    """``counts`` (C, 3): detections, class-aware hits and lesions per class."""
+    from wsi_pipeline.taxonomy import CLASS_CODES
+
+    def ratio(a: int, b: int) -> float | None:
+        return a / b if b else None
+
+    detections, hits, lesions = (int(v) for v in counts.sum(axis=0))
     return {
-        f"{t:g}": {
-            "precision": c[1] / c[0] if c[0] else None,
-            "recall": c[1] / c[3] if c[3] else None,
-            "lesion_precision": c[2] / c[0] if c[0] else None,
-            "pseudo_labels": int(c[0]),
-            "lesions": int(c[3]),
-            "patches": len(chosen),
-        }
-        for t, c in counts.items()
+        "precision": ratio(hits, detections),
+        "recall": ratio(hits, lesions),
+        "lesion_precision": ratio(on_lesion, detections),
+        "pseudo_labels": detections,
+        "lesions": lesions,
+        "patches": patches,
+        "classes": {
+            code: {"pseudo_labels": int(d), "precision": ratio(h, d), "recall": ratio(h, g), "lesions": int(g)}
+            for code, (d, h, g) in zip(CLASS_CODES, counts.tolist(), strict=True)
+        },
     }
 
 
@@ -329,6 +349,26 @@ def table(results: dict, presets: list[str], fraction: float, classes: list[str]
     return lines, rows
 
 
+def pseudo_class_table(results: dict, classes: list[str]) -> list[str]:
+    """Markdown rows: each semi-supervised run group's pseudo-labels on the pool per class, precision /
+    recall over its seeds' pooled counts (a class has few lesions in the 120 sampled patches)."""
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for (preset, fraction, _s, folder), result in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        quality = result.get("pseudo_quality", {})
+        if "classes" in quality and "subset0" not in folder.name and folder.parent.parent.name != "tune":
+            groups.setdefault((preset, fraction), []).append(quality["classes"])
+    lines = []
+    for (preset, fraction), runs in groups.items():
+        cells = []
+        for c in classes:
+            made = sum(r[c]["pseudo_labels"] for r in runs)
+            hits = sum(round((r[c]["precision"] or 0) * r[c]["pseudo_labels"]) for r in runs)
+            lesions = sum(r[c]["lesions"] for r in runs)
+            cells.append(f"{hits / made if made else 0:.2f} / {hits / lesions if lesions else 0:.2f} ({made})")
+        lines.append(f"| {preset} | {fraction:.0%} | {len(runs)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def step_times(pool: Path, checkpoint: Path, steps: int = 4) -> list[str]:
     """One training step of each method on the same batch (2 labeled + 2 unlabeled patches), one process,
     same threads, every detector starting from ``checkpoint``'s weights (so pseudo-labels exist, as late in
@@ -464,14 +504,15 @@ def main() -> None:
     results = cached(every, args.out, args.supervised_out)
     for (preset, _f, _s, folder), result in results.items():  # pseudo-label quality of each SSL run, cached
         checkpoint = folder / "checkpoints" / "last.pt"
-        if preset not in (SUPERVISED, ORACLE) and "pseudo_quality" not in result and checkpoint.is_file():
+        done = "classes" in result.get("pseudo_quality", {})  # older caches lack the per-class counts
+        if preset not in (SUPERVISED, ORACLE) and not done and checkpoint.is_file():
             result["pseudo_quality"] = pseudo_label_quality(checkpoint, args.pool)["0.5"]
             (folder / "result.json").write_text(json.dumps(result, indent=1))
     md: list[str] = []
     out_json: dict = {"tables": {}}
     if (args.pool / "pool.json").is_file() and args.mining_checkpoint.is_file():
         cache = args.out / "pool_quality.json"
-        if not cache.is_file():
+        if not cache.is_file() or "classes" not in json.loads(cache.read_text())["0.5"]:
             cache.write_text(
                 json.dumps(pseudo_label_quality(args.mining_checkpoint, args.pool, (0.5, 0.7, 0.9)), indent=1)
             )
@@ -503,6 +544,11 @@ def main() -> None:
         if lines:
             md += ["\n**Table 2, 100% labeled**\n", header, rule, *lines]
             out_json["tables"]["table2"] = table_rows
+        per_class = pseudo_class_table(results, classes)
+        if per_class:
+            md += ["\n**Pseudo-labels on the pool per class** (score >= 0.5, seeds pooled): precision / recall "
+                   "(pseudo-labels made)\n", f"| method | labeled | seeds | {' | '.join(classes)} |",
+                   "|---|---|---|" + "---|" * len(classes), *per_class]  # fmt: skip
         noise = [r["overall"]["mAP"] for (p, f, s, folder), r in results.items()
                  if p == SUPERVISED and f == 0.25 and (s == 0 or "subset0" in folder.name)]  # fmt: skip
         if len(noise) > 1:
