@@ -27,7 +27,6 @@ Markdown goes to stdout and ``OUT/tables.md``, everything to ``OUT/tables.json``
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import multiprocessing
@@ -42,16 +41,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from learning_curve import _set_threads, run_one, score
+from ssl_pool import ORACLE, V3, oracle_json, pseudo_label_quality
+from ssl_probes import step_times, term_gradients
 
 ROOT = Path(__file__).resolve().parents[1]
-V3 = ROOT / "data" / "synthpap-v3"
 OUT = ROOT / "data" / "bench" / "ssl"
 CURVE = ROOT / "data" / "bench" / "curve-cpu-redesign"  # benchmarks/learning_curve.py --out: the supervised runs
 # the pool's miner: the 100% seed-0 supervised run on 2 threads (learning_curve.py --jobs 1), kept apart from
 # the tables' one-thread runs, which a thread count moves by about a step of the curve
 MINER = ROOT / "data" / "bench" / "curve-cpu-2threads" / "frac1_seed0" / "checkpoints" / "last.pt"
 SUPERVISED = "curve-cpu"
-ORACLE = "oracle-pool"  # supervised on the labeled subset + the pool with its hidden labels: what the pool holds
 TABLE2 = ["curve-cpu", "csd", "mean_teacher", "soft_teacher", "dual_alignment-no-prototype",
           "dual_alignment-no-proposal", "dual_alignment-no-bank", "dual_alignment",
           "soft_teacher_alignment"]  # fmt: skip
@@ -119,155 +118,6 @@ def ensure_pool(pool: Path, checkpoint: Path) -> None:
     started = time.perf_counter()
     subprocess.run(command, check=True)
     (pool / "mine_seconds.txt").write_text(f"{time.perf_counter() - started:.0f}\n")
-
-
-def hidden_labels(slide_id: str, meta: dict) -> list:
-    """The generator's labels of one pool patch (``meta``: the store row, level-0 window), cropped as the
-    labeled patches are (``PatchLabel`` in level-0 pixels from the window's corner, ``ignore`` kept)."""
-    from wsi_pipeline.data.patches import crop_annotations
-    from wsi_pipeline.types import Box
-
-    window = Box(meta["x"], meta["y"], meta["x"] + meta["width"], meta["y"] + meta["height"])
-    return crop_annotations(_slide_truth(slide_id), window, 0.5)
-
-
-@functools.cache
-def _slide_truth(slide_id: str) -> list:
-    from wsi_pipeline.data.geojson_io import read_geojson
-
-    return read_geojson(V3 / "slides" / f"{slide_id}.geojson")  # the unlabeled slides keep theirs on disk
-
-
-def pseudo_label_quality(
-    checkpoint: Path, pool: Path, thresholds: tuple[float, ...] = (0.5,), iou: float = 0.3, patches: int = 120
-) -> dict[str, dict]:
-    """Per score threshold: precision and recall of a checkpoint's detections on a fixed sample of pool
-    patches against the pool slides' hidden ground truth (IoU >= ``iou``), class-aware, overall and per
-    class (``classes``: precision among the detections of that class, recall of its lesions), and
-    ``lesion_precision``: the share of detections on some lesion whatever its class."""
-    import torch
-
-    from wsi_pipeline.data.pool import open_pool
-    from wsi_pipeline.evaluation.detection import box_iou
-    from wsi_pipeline.inference.predictor import Predictor
-    from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
-    from wsi_pipeline.taxonomy import BY_CODE, CLASS_CODES
-
-    model, config = model_from_checkpoint(checkpoint)
-    dataset = open_pool(pool, config.model.input_mpp)  # the slides' hidden ground truth: v3's geojson
-    chosen = np.random.default_rng(0).choice(len(dataset), min(patches, len(dataset)), replace=False)
-    predictor = Predictor(model, torch.device("cpu"))
-    ids = [BY_CODE[c].id for c in CLASS_CODES]
-    # per threshold, per class (rows): detections, class-aware hits, lesions; and detections on any lesion
-    counts = {t: np.zeros((len(ids), 3), int) for t in thresholds}
-    on_lesion = dict.fromkeys(thresholds, 0)
-    for index in sorted(chosen.tolist()):
-        s, i = dataset.index[int(index)]
-        store = dataset.stores[s]
-        image, meta, sid = store[i], store.row(i), store.attrs["slide_id"]
-        labels = [p for p in hidden_labels(sid, meta) if not p.ignore]
-        to_patch = image.shape[1] / meta["width"]  # patch pixels per level-0 pixel
-        gt = np.array([[p.box.x0, p.box.y0, p.box.x1, p.box.y1] for p in labels], float).reshape(-1, 4) * to_patch
-        gt_cls = np.array([BY_CODE[p.label].id for p in labels], int)
-        found = predictor([image])[0]
-        for t in thresholds:
-            keep = found["scores"] >= t
-            boxes, cls, scores = found["boxes"][keep], found["labels"][keep], found["scores"][keep]
-            overlap = box_iou(boxes, gt, np.zeros(len(gt), bool)) if len(boxes) and len(gt) else None
-            if overlap is not None:
-                on_lesion[t] += int((overlap.max(axis=1) >= iou).sum())
-            for row, c in enumerate(ids):
-                mine, theirs = cls == c, gt_cls == c
-                hits = 0
-                if overlap is not None and mine.any() and theirs.any():
-                    hits = _greedy_hits(overlap[np.ix_(mine, theirs)], scores[mine], iou)
-                counts[t][row] += [int(mine.sum()), hits, int(theirs.sum())]
-    return {f"{t:g}": _quality(c, on_lesion[t], len(chosen)) for t, c in counts.items()}
-
-
-def _quality(counts: np.ndarray, on_lesion: int, patches: int) -> dict:
-    """``counts`` (C, 3): detections, class-aware hits and lesions per class."""
-    from wsi_pipeline.taxonomy import CLASS_CODES
-
-    def ratio(a: int, b: int) -> float | None:
-        return a / b if b else None
-
-    detections, hits, lesions = (int(v) for v in counts.sum(axis=0))
-    return {
-        "precision": ratio(hits, detections),
-        "recall": ratio(hits, lesions),
-        "lesion_precision": ratio(on_lesion, detections),
-        "pseudo_labels": detections,
-        "lesions": lesions,
-        "patches": patches,
-        "classes": {
-            code: {"pseudo_labels": int(d), "precision": ratio(h, d), "recall": ratio(h, g), "lesions": int(g)}
-            for code, (d, h, g) in zip(CLASS_CODES, counts.tolist(), strict=True)
-        },
-    }
-
-
-def _greedy_hits(overlap: np.ndarray, scores: np.ndarray, iou: float) -> int:
-    """Detections (rows, best score first) matched one-to-one to ground truth (columns) at ``iou``."""
-    used = np.zeros(overlap.shape[1], bool)
-    for k in np.argsort(-scores):
-        j = int(np.argmax(np.where(used, -1, overlap[k])))
-        if overlap[k, j] >= iou and not used[j]:
-            used[j] = True
-    return int(used.sum())
-
-
-def oracle_json(out: Path, pool: Path, fraction: float, seed: int) -> Path:
-    """A COCO file of the labeled subset (``fraction``, ``seed``: the slides the supervised run trains on)
-    and every pool patch with the labels the generator hid; the pool's images are written once as JPEG.
-    The labeled patches are listed as many times as it takes to match the pool's count, so that a batch of
-    4 holds 2 + 2 on average, as the semi-supervised methods' batches do."""
-    from PIL import Image
-
-    from wsi_pipeline.data.coco import CocoBuilder
-    from wsi_pipeline.data.patches import PatchLabel
-    from wsi_pipeline.data.pool import open_pool
-    from wsi_pipeline.engine.run import labeled_subset
-    from wsi_pipeline.io import atomic_path
-    from wsi_pipeline.types import Box
-
-    path = out / ORACLE / f"frac{fraction:g}_seed{seed}.json"
-    if path.is_file():
-        return path
-    images = out / ORACLE / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    train = json.loads((V3 / "patches" / "train.json").read_text())
-    names = {c["id"]: c["name"] for c in train["categories"]}
-    slides = sorted({str(img["slide_id"]) for img in train["images"]})
-    subset = labeled_subset(slides, fraction, seed) or set(slides)
-    coco = CocoBuilder(info={"description": f"{ORACLE}: labeled {fraction:g} seed {seed} + pool", "mpp": 0.25})
-    boxes_of = {}
-    for ann in train["annotations"]:
-        boxes_of.setdefault(ann["image_id"], []).append(ann)
-    chosen = [img for img in train["images"] if str(img["slide_id"]) in subset]
-    dataset = open_pool(pool, 0.25)
-    for img in chosen * max(1, round(len(dataset) / len(chosen))):
-        target = images / img["file_name"]
-        if not target.exists():
-            target.symlink_to(V3 / "patches" / "train" / img["file_name"])
-        labels = [
-            PatchLabel(Box(x, y, x + w, y + h), names[a["category_id"]], bool(a.get("iscrowd")))
-            for a in boxes_of.get(img["id"], [])
-            for x, y, w, h in [a["bbox"]]
-        ]
-        coco.add_image(img["file_name"], img["width"], img["height"], labels, slide_id=img["slide_id"], mpp=0.25)
-    for s, i in dataset.index:
-        store = dataset.stores[s]
-        meta, sid = store.row(i), str(store.attrs["slide_id"])
-        name = f"{sid}_x{meta['x']}_y{meta['y']}.jpg"
-        if not (images / name).exists():
-            with atomic_path(images / name) as tmp:  # an interrupted write leaves no half image to reuse
-                Image.fromarray(store[i]).save(tmp, format="JPEG", quality=95)
-        coco.add_image(name, meta["width"], meta["height"], hidden_labels(sid, meta),
-                       slide_id=sid, mpp=0.25)  # fmt: skip
-    coco.info["image_root"] = "images"
-    coco.write(path)
-    return path
 
 
 def train_runs(runs: list, out: Path, supervised_out: Path, pool: Path, jobs: int) -> dict:
@@ -366,108 +216,6 @@ def pseudo_class_table(results: dict, classes: list[str]) -> list[str]:
             lesions = sum(r[c]["lesions"] for r in runs)
             cells.append(f"{hits / made if made else 0:.2f} / {hits / lesions if lesions else 0:.2f} ({made})")
         lines.append(f"| {preset} | {fraction:.0%} | {len(runs)} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def step_times(pool: Path, checkpoint: Path, steps: int = 4) -> list[str]:
-    """One training step of each method on the same batch (2 labeled + 2 unlabeled patches), one process,
-    same threads, every detector starting from ``checkpoint``'s weights (so pseudo-labels exist, as late in
-    training); dual alignment also with its alignment terms switched off (pseudo-labels and the unlabeled
-    images' box-head features still computed, no projection head, proxies, prototypes or bank)."""
-    import torch
-
-    from wsi_pipeline.config import load_config
-    from wsi_pipeline.data.batch import TrainBatch, detection_collate
-    from wsi_pipeline.data.datasets import CocoPatchDataset
-    from wsi_pipeline.data.pool import open_pool
-    from wsi_pipeline.methods import build_method
-    from wsi_pipeline.methods.dual_alignment import DualAlignment
-
-    class AlignmentOff(DualAlignment):  # pseudo-labels and the student's box head on them, nothing after
-        def semi_supervised_losses(self, batch, sup):  # type: ignore[no-untyped-def]
-            zero = sup.head.features.sum() * 0.0 + self.pseudo_labelled_features(batch.unlabeled)[0].sum() * 0.0
-            return {name: zero for name in self.loss_names}
-
-    from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
-
-    trained = model_from_checkpoint(checkpoint)[0].state_dict()
-    labeled = CocoPatchDataset(V3 / "patches" / "train.json")
-    batch = detection_collate([labeled[i] for i in range(2)])
-    unlabeled = open_pool(pool, 0.25)
-    batch = TrainBatch(batch.images, batch.targets, [unlabeled[i][0] for i in range(2)])
-    lines = ["| method | seconds per step | vs supervised |", "|---|---|---|"]
-    base = None
-    for preset in [
-        "curve-cpu",
-        "dual_alignment",
-        "dual_alignment (alignment off)",
-        "mean_teacher",
-        "csd",
-        "soft_teacher",
-    ]:
-        config = load_config(preset.split(" ")[0], [f"train.unlabeled={pool}", "train.ssl.ramp_iters=0"])
-        torch.manual_seed(0)
-        method = build_method(config)
-        if preset.endswith("(alignment off)"):
-            torch.manual_seed(0)
-            method = AlignmentOff(method.detector, config.train.ssl)
-        method.detector.load_state_dict(trained)
-        if getattr(method, "teacher", None) is not None:
-            method.teacher.model.load_state_dict(trained)
-        optimizer = torch.optim.SGD(method.parameters(), lr=1e-4, momentum=0.9)
-        method.train()
-        timings = []
-        for k in range(steps + 1):
-            started = time.perf_counter()
-            method.begin_step(10_000 + k)
-            losses = method(batch)
-            optimizer.zero_grad()
-            sum(losses.values()).backward()
-            optimizer.step()
-            method.end_step()
-            timings.append(time.perf_counter() - started)
-        seconds = float(np.median(timings[1:]))
-        base = base or seconds
-        lines.append(f"| {preset} | {seconds:.2f} | {seconds / base:.2f}x |")
-        log.info(lines[-1])
-    return lines
-
-
-def term_gradients(pool: Path, checkpoint: Path, batches: int = 3) -> list[str]:
-    """The size of each loss term's gradient on the detector's parameters (all, and the box head alone),
-    dual alignment at lambda 1 around ``checkpoint``'s detector, on a few batches of 2 labeled + 2 pool
-    patches: which terms drive the shared features."""
-    import torch
-
-    from wsi_pipeline.config import load_config
-    from wsi_pipeline.data.batch import TrainBatch, detection_collate
-    from wsi_pipeline.data.datasets import CocoPatchDataset
-    from wsi_pipeline.data.pool import open_pool
-    from wsi_pipeline.methods import build_method
-    from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
-
-    config = load_config("dual_alignment", [f"train.unlabeled={pool}", "train.ssl.ramp_iters=0", "train.ssl.weight=1"])
-    torch.manual_seed(0)
-    method = build_method(config).train()
-    method.detector.load_state_dict(model_from_checkpoint(checkpoint)[0].state_dict())
-    labeled, unlabeled = CocoPatchDataset(V3 / "patches" / "train.json"), open_pool(pool, 0.25)
-    params = {n: p for n, p in method.named_parameters() if n.startswith("detector.")}
-    head = [p for n, p in params.items() if "roi_heads.box_head" in n]
-    sizes: dict[str, list[tuple[float, float]]] = {}
-    for b in range(batches):
-        batch = detection_collate([labeled[i] for i in (3 * b, 3 * b + 40)])
-        batch = TrainBatch(batch.images, batch.targets, [unlabeled[i][0] for i in (5 * b, 5 * b + 300)])
-        method.begin_step(10_000)
-        for name, value in method(batch).items():
-            norms = []
-            for group in (list(params.values()), head):
-                grads = torch.autograd.grad(value, group, retain_graph=True, allow_unused=True)
-                norms.append(sum(float(g.pow(2).sum()) for g in grads if g is not None) ** 0.5)
-            sizes.setdefault(name, []).append((norms[0], norms[1]))
-    lines = ["| term | gradient norm, detector | of which box head |", "|---|---|---|"]
-    for name, rows in sizes.items():
-        both = np.asarray(rows)
-        lines.append(f"| {name} | {both[:, 0].mean():.2f} | {both[:, 1].mean():.2f} |")
     return lines
 
 
