@@ -14,6 +14,7 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -24,11 +25,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _set_threads(n: int) -> None:
+def worker_init(threads: int) -> None:
+    """A training worker: ``threads`` torch threads, timestamped logs, and (on Linux) a SIGTERM when the
+    benchmark that started it dies, so that a killed benchmark leaves no run training on its own."""
     import torch
 
-    torch.set_num_threads(n)
+    torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(message)s")
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def score(folder: Path, coco_json: Path):  # type: ignore[no-untyped-def]
@@ -100,7 +107,7 @@ def main() -> None:
     else:  # one run per core with one thread each: ~1.35x the throughput of one run on two threads
         threads = max(1, (os.cpu_count() or 1) // args.jobs)
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=_set_threads, initargs=(threads,)) as pool:
+        with ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=worker_init, initargs=(threads,)) as pool:
             futures = [
                 pool.submit(run_one, *common, f, s, args.test_json, args.out / f"frac{f:g}_seed{s}", False)
                 for f, s in runs

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learning_curve import _set_threads, run_one, score
+from learning_curve import run_one, score, worker_init
 from ssl_pool import ORACLE, V3, oracle_json, pseudo_label_quality
 from ssl_probes import step_times, term_gradients
 
@@ -135,7 +135,7 @@ def train_runs(runs: list, out: Path, supervised_out: Path, pool: Path, jobs: in
     else:  # one run per core with one thread each, as the learning curve
         threads = max(1, (os.cpu_count() or 1) // jobs)
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_set_threads, initargs=(threads,)) as workers:
+        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=worker_init, initargs=(threads,)) as workers:
             results = [f.result() for f in [workers.submit(run_one, *a, False) for a in args]]
     return {(run[0], run[1], run[2], a[5]): res for run, a, res in zip(runs, args, results, strict=True)}
 
