@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from wsi_pipeline.io import write_json_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -82,7 +84,7 @@ def run_one(
         "seconds": round(time.perf_counter() - started, 1),
         **metrics.summary(),
     }
-    result_path.write_text(json.dumps(result, indent=1))
+    write_json_atomic(result_path, result, indent=1)
     logging.getLogger(__name__).info("run %s: mAP %.3f in %.0f s", folder.name, metrics.mean_ap, result["seconds"])
     return result
 

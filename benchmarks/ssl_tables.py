@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from wsi_pipeline.io import write_json_atomic, write_text_atomic
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from learning_curve import run_one, score, worker_init
 from ssl_pool import ORACLE, V3, oracle_json, pseudo_label_quality
@@ -117,7 +119,7 @@ def ensure_pool(pool: Path, checkpoint: Path) -> None:
     log.info("mining the pool: %s", " ".join(command))
     started = time.perf_counter()
     subprocess.run(command, check=True)
-    (pool / "mine_seconds.txt").write_text(f"{time.perf_counter() - started:.0f}\n")
+    write_text_atomic(pool / "mine_seconds.txt", f"{time.perf_counter() - started:.0f}\n")
 
 
 def train_runs(runs: list, out: Path, supervised_out: Path, pool: Path, jobs: int) -> dict:
@@ -155,7 +157,7 @@ def validation_map(folder: Path) -> float:
     """mAP of a run on v3's 5 validation slides (cached in ``result_val.json``): what tuning looks at."""
     cache = folder / "result_val.json"
     if not cache.is_file():
-        cache.write_text(json.dumps(score(folder, V3 / "patches" / "val.json").summary(), indent=1))
+        write_json_atomic(cache, score(folder, V3 / "patches" / "val.json").summary(), indent=1)
     return json.loads(cache.read_text())["overall"]["mAP"]
 
 
@@ -255,15 +257,14 @@ def main() -> None:
         done = "classes" in result.get("pseudo_quality", {})  # older caches lack the per-class counts
         if preset not in (SUPERVISED, ORACLE) and not done and checkpoint.is_file():
             result["pseudo_quality"] = pseudo_label_quality(checkpoint, args.pool)["0.5"]
-            (folder / "result.json").write_text(json.dumps(result, indent=1))
+            write_json_atomic(folder / "result.json", result, indent=1)
     md: list[str] = []
     out_json: dict = {"tables": {}}
     if (args.pool / "pool.json").is_file() and args.mining_checkpoint.is_file():
         cache = args.out / "pool_quality.json"
         if not cache.is_file() or "classes" not in json.loads(cache.read_text())["0.5"]:
-            cache.write_text(
-                json.dumps(pseudo_label_quality(args.mining_checkpoint, args.pool, (0.5, 0.7, 0.9)), indent=1)
-            )
+            quality = pseudo_label_quality(args.mining_checkpoint, args.pool, (0.5, 0.7, 0.9))
+            write_json_atomic(cache, quality, indent=1)
         quality = json.loads(cache.read_text())
         mined = json.loads((args.pool / "pool.json").read_text())["slides"]
         timing = args.pool / "mine_seconds.txt"
@@ -326,8 +327,8 @@ def main() -> None:
         out_json["step_time"] = lines
     text = "\n".join(md)
     print(text)
-    (args.out / "tables.md").write_text(text + "\n")
-    (args.out / "tables.json").write_text(json.dumps(out_json, indent=1))
+    write_text_atomic(args.out / "tables.md", text + "\n")
+    write_json_atomic(args.out / "tables.json", out_json, indent=1)
 
 
 if __name__ == "__main__":

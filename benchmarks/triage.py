@@ -18,6 +18,8 @@ import argparse
 import json
 from pathlib import Path
 
+from wsi_pipeline.io import write_json_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -102,7 +104,7 @@ def main() -> None:
         print(f"| {name} (risk >= {t:.3f}) | {sens:.2f} ({sum(r >= t for r in pos)}/{len(pos)}) | "
               f"{spec:.2f} ({sum(r < t for r in neg)}/{len(neg)}) |")  # fmt: skip
     print(f"ROC AUC of the risk score on the test slides: {roc_auc(pos, neg):.3f}")
-    (args.out / "triage.json").write_text(json.dumps({"review": review, "high": high, "risk": risk}, indent=1))
+    write_json_atomic(args.out / "triage.json", {"review": review, "high": high, "risk": risk}, indent=1)
 
 
 if __name__ == "__main__":
