@@ -18,7 +18,7 @@ from wsi_pipeline.losses.metric import (
     proxy_loss,
     ramp_up,
 )
-from wsi_pipeline.methods.consistency import js_divergence, mirror_boxes, squared_consistency
+from wsi_pipeline.methods.consistency import csd_terms, js_divergence, mirror_boxes, squared_consistency
 from wsi_pipeline.methods.soft_teacher import box_spread, jitter_boxes, soft_classification_loss
 
 
@@ -107,6 +107,31 @@ def test_consistency_terms_hand_values():
     assert float(js_divergence(p, q)[0]) == pytest.approx(math.log(2), abs=1e-5)  # disjoint: log 2
     assert float(js_divergence(p, p)[0]) == pytest.approx(0.0, abs=1e-6)
     assert mirror_boxes(torch.tensor([[10.0, 5.0, 30.0, 8.0]]), 100).tolist() == [[70.0, 5.0, 90.0, 8.0]]
+
+
+def test_csd_terms_hand_values_background_elimination_and_scale():
+    big = 20.0  # logits that make a class certain
+    # 4 proposals, classes (background, A, B): 0 background in both views (eliminated), 1 A in both,
+    # 2 B in the plain view only, 3 background in the plain view and A in the flip
+    plain = torch.tensor([[big, 0, 0], [0, big, 0], [0, 0, big], [big, 0, 0]])
+    flipped = torch.tensor([[big, 0, 0], [0, big, 0], [big, 0, 0], [0, big, 0]])
+    deltas_plain = torch.zeros(4, 12)
+    deltas_flip = torch.zeros(4, 12)
+    deltas_plain[1, 4:8] = torch.tensor([0.5, 1.0, 0.0, 0.0])  # class A's deltas of proposal 1
+    deltas_flip[1, 4:8] = torch.tensor([0.5, 0.0, 0.0, 0.0])  # its flip: dx should be -0.5, dy 1.0
+    deltas_plain[1, 8:12] = 100.0  # class B's deltas on proposal 1: not compared
+    deltas_flip[2, 8:12] = torch.tensor([0.0, 0.0, 2.0, 0.0])  # proposal 2, class B: dw differs by 2
+    cls, reg, kept = csd_terms(plain, flipped, deltas_plain, deltas_flip)
+    assert int(kept) == 3
+    # proposals 2 and 3 have disjoint distributions (JS = log 2), proposal 1 agrees; divided by all 4
+    assert float(cls) == pytest.approx(2 * math.log(2) / 4, abs=1e-4)
+    # proposal 1: (0.5 - -0.5)^2 + (1 - 0)^2 = 2; proposal 2: 2^2 = 4; proposal 3: 0; divided by 4
+    assert float(reg) == pytest.approx((2 + 4) / 4)
+    none, zero_reg, k = csd_terms(torch.tensor([[big, 0.0, 0.0]]), torch.tensor([[big, 0.0, 0.0]]),
+                                  torch.ones(1, 12), torch.zeros(1, 12))  # fmt: skip
+    assert int(k) == 0 and float(none) == 0.0 and float(zero_reg) == 0.0
+    empty = csd_terms(torch.zeros(0, 3), torch.zeros(0, 3), torch.zeros(0, 12), torch.zeros(0, 12))
+    assert all(math.isfinite(float(v)) for v in empty)
 
 
 def test_soft_classification_weights_background_by_the_teacher():

@@ -71,11 +71,38 @@ class MeanTeacher(SemiSupervised):
         return {"unsup_consistency": squared_consistency(student.class_logits, target.class_logits)}
 
 
+def csd_terms(
+    plain_logits: Tensor, flipped_logits: Tensor, plain_deltas: Tensor, flipped_deltas: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """CSD's consistency terms over ``N`` proposals seen in an image and (mirrored) in its flip.
+
+    ``*_logits`` ``(N, C+1)`` (background first); ``*_deltas`` ``(N, (C+1)*4)`` class-specific box deltas.
+    Proposals whose most likely class is background in both views count zero (background elimination).
+    For the others: the symmetric JS divergence of the class distributions, and the squared difference of
+    the 4 deltas of the foreground class the two views find most likely together, the flip's x offset
+    negated (the deltas of the other classes are not trained on that proposal and would dominate). Both
+    are summed over the kept proposals and divided by ``N``, as the detector's own RoI losses are by the
+    proposals sampled: a few kept proposals weigh what they would there. Returns ``(cls, reg, kept)``.
+    """
+    n = plain_logits.shape[0]
+    p, q = torch.softmax(plain_logits, 1), torch.softmax(flipped_logits, 1)
+    keep = (p.argmax(1) > 0) | (q.argmax(1) > 0)
+    if n == 0 or not bool(keep.any()):
+        zero = (plain_logits.sum() + flipped_logits.sum() + plain_deltas.sum() + flipped_deltas.sum()) * 0.0
+        return zero, zero, keep.sum()
+    cls = js_divergence(p[keep], q[keep]).sum() / n
+    kept = int(keep.sum())
+    best = (p[keep] + q[keep])[:, 1:].argmax(1) + 1  # (K,) the foreground class both views favour
+    rows = torch.arange(kept, device=best.device)
+    d = plain_deltas[keep].reshape(kept, -1, 4)[rows, best]
+    e = flipped_deltas[keep].reshape(kept, -1, 4)[rows, best]
+    e = torch.cat([-e[:, :1], e[:, 1:]], dim=1)  # dx mirrors; dy, dw, dh do not
+    return cls, (d - e).pow(2).sum() / n, keep.sum()
+
+
 class Csd(SemiSupervised):
-    """``unsup_csd_cls`` (symmetric JS divergence of class distributions) and ``unsup_csd_reg`` (squared
-    difference of the box deltas, the x offset's sign flipped) between an unlabeled image and its
-    horizontal flip, on mirrored proposals; proposals judged background in both views are left out
-    (background elimination)."""
+    """``unsup_csd_cls`` and ``unsup_csd_reg`` (:func:`csd_terms`) between an unlabeled image and its
+    horizontal flip, on the student's proposals and their mirror images."""
 
     name = "csd"
     loss_names = ("unsup_csd_cls", "unsup_csd_reg")
@@ -88,16 +115,7 @@ class Csd(SemiSupervised):
         flipped_batch, _ = det.preprocess([img.flip(-1) for img in images])
         mirrored = [mirror_boxes(p, float(size[1])) for p, size in zip(proposals, plain_batch.image_sizes, strict=True)]
         flipped = det.box_head(det.features(flipped_batch), mirrored, flipped_batch.image_sizes)
-        p, q = torch.softmax(plain.class_logits, 1), torch.softmax(flipped.class_logits, 1)
-        keep = (p.argmax(1) > 0) | (q.argmax(1) > 0)
-        self.diagnostics["csd_kept"] = float(keep.sum())
-        if not bool(keep.any()):
-            zero = plain.class_logits.sum() * 0.0 + flipped.class_logits.sum() * 0.0
-            return {"unsup_csd_cls": zero, "unsup_csd_reg": zero + plain.box_regression.sum() * 0.0}
-        d = plain.box_regression[keep].reshape(int(keep.sum()), -1, 4)
-        e = flipped.box_regression[keep].reshape(int(keep.sum()), -1, 4)
-        e = torch.cat([-e[..., :1], e[..., 1:]], dim=-1)  # dx mirrors; dy, dw, dh do not
-        return {
-            "unsup_csd_cls": js_divergence(p[keep], q[keep]).mean(),
-            "unsup_csd_reg": (d - e).pow(2).sum(-1).mean(),
-        }
+        logits, deltas = (plain.class_logits, flipped.class_logits), (plain.box_regression, flipped.box_regression)
+        cls, reg, kept = csd_terms(*logits, *deltas)
+        self.diagnostics["csd_kept"] = float(kept)
+        return {"unsup_csd_cls": cls, "unsup_csd_reg": reg}
