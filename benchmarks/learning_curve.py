@@ -37,7 +37,7 @@ def worker_init(threads: int) -> None:
     if sys.platform == "linux":
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def score(folder: Path, coco_json: Path):  # type: ignore[no-untyped-def]

@@ -262,10 +262,10 @@ def main() -> None:
     out_json: dict = {"tables": {}}
     if (args.pool / "pool.json").is_file() and args.mining_checkpoint.is_file():
         cache = args.out / "pool_quality.json"
-        if not cache.is_file() or "classes" not in json.loads(cache.read_text())["0.5"]:
+        quality = json.loads(cache.read_text()) if cache.is_file() else {}
+        if "classes" not in quality.get("0.5", {}):  # absent, or cached before the per-class counts
             quality = pseudo_label_quality(args.mining_checkpoint, args.pool, (0.5, 0.7, 0.9))
             write_json_atomic(cache, quality, indent=1)
-        quality = json.loads(cache.read_text())
         mined = json.loads((args.pool / "pool.json").read_text())["slides"]
         timing = args.pool / "mine_seconds.txt"
         seconds = timing.read_text().strip() if timing.is_file() else "?"

@@ -115,7 +115,8 @@ class Csd(SemiSupervised):
         flipped_batch, _ = det.preprocess([img.flip(-1) for img in images])
         mirrored = [mirror_boxes(p, float(size[1])) for p, size in zip(proposals, plain_batch.image_sizes, strict=True)]
         flipped = det.box_head(det.features(flipped_batch), mirrored, flipped_batch.image_sizes)
-        logits, deltas = (plain.class_logits, flipped.class_logits), (plain.box_regression, flipped.box_regression)
-        cls, reg, kept = csd_terms(*logits, *deltas)
+        cls, reg, kept = csd_terms(
+            plain.class_logits, flipped.class_logits, plain.box_regression, flipped.box_regression
+        )
         self.diagnostics["csd_kept"] = float(kept)
         return {"unsup_csd_cls": cls, "unsup_csd_reg": reg}
