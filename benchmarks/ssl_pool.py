@@ -1,12 +1,14 @@
 """What the semi-supervised tables' unlabeled pool holds: the labels the generator hid in v3's unlabeled
-slides, each run's pseudo-label precision and recall against them, and the oracle's training set (the
-labeled subset plus the pool with those labels). Used by ``benchmarks/ssl_tables.py``."""
+slides, each run's pseudo-label precision and recall against them, the oracle's training set (the
+labeled subset plus the pool with those labels) and the pool with those labels alone (dual alignment's
+pseudo-labels replaced by the truth). Used by ``benchmarks/ssl_tables.py``."""
 
 from __future__ import annotations
 
 import functools
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -116,13 +118,10 @@ def oracle_json(out: Path, pool: Path, fraction: float, seed: int) -> Path:
     and every pool patch with the labels the generator hid; the pool's images are written once as JPEG.
     The labeled patches are listed as many times as it takes to match the pool's count, so that a batch of
     4 holds 2 + 2 on average, as the semi-supervised methods' batches do."""
-    from PIL import Image
-
     from wsi_pipeline.data.coco import CocoBuilder
     from wsi_pipeline.data.patches import PatchLabel
     from wsi_pipeline.data.pool import open_pool
     from wsi_pipeline.engine.run import labeled_subset
-    from wsi_pipeline.io import atomic_path
     from wsi_pipeline.types import Box
 
     path = out / ORACLE / f"frac{fraction:g}_seed{seed}.json"
@@ -150,6 +149,35 @@ def oracle_json(out: Path, pool: Path, fraction: float, seed: int) -> Path:
             for x, y, w, h in [a["bbox"]]
         ]
         coco.add_image(img["file_name"], img["width"], img["height"], labels, slide_id=img["slide_id"], mpp=0.25)
+    _add_pool(coco, dataset, images)
+    coco.write(path)
+    return path
+
+
+def truth_pool_json(out: Path, pool: Path) -> Path:
+    """A COCO file of the pool's patches with the labels the generator hid: the pool, with the truth as
+    ``dual_alignment.pseudo_labels: given`` (images shared with :func:`oracle_json`, written once)."""
+    from wsi_pipeline.data.coco import CocoBuilder
+    from wsi_pipeline.data.pool import open_pool
+
+    path = out / ORACLE / "pool_truth.json"
+    if path.is_file():
+        return path
+    images = out / ORACLE / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    coco = CocoBuilder(info={"description": "the mined pool with its hidden labels", "mpp": 0.25})
+    _add_pool(coco, open_pool(pool, 0.25), images)
+    coco.write(path)
+    return path
+
+
+def _add_pool(coco: Any, dataset: Any, images: Path) -> None:
+    """Every patch of the pool ``dataset`` into ``coco`` with its hidden labels; the images go to
+    ``images`` as JPEG (quality 95) unless there already."""
+    from PIL import Image
+
+    from wsi_pipeline.io import atomic_path
+
     for s, i in dataset.index:
         store = dataset.stores[s]
         meta, sid = store.row(i), str(store.attrs["slide_id"])
@@ -160,5 +188,3 @@ def oracle_json(out: Path, pool: Path, fraction: float, seed: int) -> Path:
         coco.add_image(name, meta["width"], meta["height"], hidden_labels(sid, meta),
                        slide_id=sid, mpp=0.25)  # fmt: skip
     coco.info["image_root"] = "images"
-    coco.write(path)
-    return path

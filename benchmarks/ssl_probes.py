@@ -30,7 +30,7 @@ def step_times(pool: Path, checkpoint: Path, steps: int = 4) -> list[str]:
 
     class AlignmentOff(DualAlignment):  # pseudo-labels and the student's box head on them, nothing after
         def semi_supervised_losses(self, batch, sup):  # type: ignore[no-untyped-def]
-            zero = sup.head.features.sum() * 0.0 + self.pseudo_labelled_features(batch.unlabeled)[0].sum() * 0.0
+            zero = sup.head.features.sum() * 0.0 + self.pseudo_labelled_features(batch)[0].sum() * 0.0
             return {name: zero for name in self.loss_names}
 
     from wsi_pipeline.modeling.checkpoint import model_from_checkpoint

@@ -91,6 +91,8 @@ POOL_INPUTS = [  # (which pool, the one-line error)
     ("empty_manifest", "the unlabeled pool holds no patches"),
     ("coarse", "unlabeled patches at 0.5 um/px, the model takes 0.25 um/px"),
     ("labeled", "the unlabeled pool holds slides of the labeled set (L0001)"),
+    ("coco_labeled", "the unlabeled pool holds slides of the labeled set (L0001"),  # a COCO pool: train.json
+    ("coco_coarse", "is at 0.5 um/px but the model takes 0.25 um/px"),
 ]
 
 
@@ -102,6 +104,15 @@ def test_bad_unlabeled_pools_are_refused_in_one_line(which, message, pools, tiny
     if which == "empty_manifest":
         pool.mkdir()
         (pool / "pool.json").write_text(json.dumps({"slides": {"U0009": {"store": "U0009.zarr", "patches": 0}}}))
+    if which == "coco_labeled":
+        pool = tiny_dataset / "patches" / "train.json"
+    if which == "coco_coarse":
+        coco = json.loads((tiny_dataset / "patches" / "test.json").read_text())
+        coco["info"]["mpp"] = 0.5
+        for img in coco["images"]:
+            img["mpp"] = 0.5
+        pool = tmp_path / "coarse.json"
+        pool.write_text(json.dumps(coco))
     result = _train(tmp_path / "run", tiny_dataset, "dual_alignment", f"train.unlabeled={pool}", "train.max_iter=1")
     assert result.exit_code == 1, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error")]
@@ -123,6 +134,37 @@ def _dual_alignment(**switches):
     method = build_method(PipelineConfig(model=TINY, train=TrainConfig(method="dual_alignment", ssl=ssl))).train()
     torch.manual_seed(0 + 1_000_003)
     return method
+
+
+def test_given_pseudo_labels_come_from_a_coco_pool(pools, tiny_dataset: Path, tmp_path: Path):
+    pool = tiny_dataset / "patches" / "test.json"  # slides apart from train.json's: a pool with boxes
+    given = "train.ssl.dual_alignment.pseudo_labels=given"
+    result = _train(tmp_path / "run", tiny_dataset, "dual_alignment", f"train.unlabeled={pool}", given,
+                    "train.max_iter=2", "train.ssl.diagnostics_every=1")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    seen = _metrics(tmp_path / "run")
+    assert all(math.isfinite(x) for k, v in seen.items() if k.startswith("loss/unsup_") for x in v)
+    assert all(x == 1.0 for x in seen["diag/pseudo_score"] if math.isfinite(x))  # given boxes count as sure
+    result = _train(tmp_path / "stores", tiny_dataset, "dual_alignment", f"train.unlabeled={pools['good']}", given,
+                    "train.max_iter=1")  # fmt: skip
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert result.exit_code == 1 and len(errors) == 1 and "the unlabeled pool gives no boxes" in errors[0]
+
+
+def test_given_pseudo_labels_are_the_pools_boxes_and_patch_stores_give_none():
+    from wsi_pipeline.data.batch import unlabeled_collate
+
+    method = _dual_alignment(pseudo_labels="given")
+    batch = _batch()
+    images, targets = unlabeled_collate([(img, _target([[5, 5, 60, 70]], [3])) for img in batch.unlabeled])
+    assert len(images) == 2 and [t["labels"].tolist() for t in targets] == [[3], [3]]
+    with pytest.raises(ValueError, match="the unlabeled pool gives no boxes"):
+        method.pseudo_labelled_features(batch)
+    batch.unlabeled_targets = [targets[0], {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]
+    features, labels, scores = method.pseudo_labelled_features(batch)
+    assert labels.tolist() == [3] and scores.tolist() == [1.0] and features.shape == (1, 1024)
+    assert method.diagnostics["pseudo_labels"] == 1
+    assert unlabeled_collate([(img, {"slide_id": "U1", "x": 0}) for img in images])[1] == []  # store meta
 
 
 def test_proxies_learn_from_labeled_data_only():

@@ -270,7 +270,8 @@ class DualAlignmentConfig:
     proxy_lr: PositiveFloat = 0.01
     margin: PositiveFloat = 1.0
     threshold: Fraction = 0.5  # pseudo-label score
-    pseudo_labels: Literal["self", "ema"] = "self"  # a no-grad pass of the model itself, or an EMA teacher
+    # a no-grad pass of the model itself, an EMA teacher, or the boxes given with a COCO pool (score 1)
+    pseudo_labels: Literal["self", "ema", "given"] = "self"
     weight: NonNegative = 1.0  # the four terms' weight relative to train.ssl.weight (for combined methods)
 
 

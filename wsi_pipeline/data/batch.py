@@ -15,22 +15,29 @@ from torch import Tensor
 class TrainBatch:
     """``images``: ``(3, H, W)`` float tensors in [0, 1] at the model's ``input_mpp``; ``targets``: per
     image ``boxes`` (xyxy, image pixels) and ``labels`` (lesion class ids), as torchvision detection
-    takes them; ``unlabeled``: images without targets (semi-supervised methods)."""
+    takes them; ``unlabeled``: images without targets (semi-supervised methods); ``unlabeled_targets``:
+    boxes given with the unlabeled images (a COCO pool, e.g. offline pseudo-labels), one per image, or
+    empty when the pool carries none."""
 
     images: list[Tensor]
     targets: list[dict[str, Tensor]]
     unlabeled: list[Tensor] = field(default_factory=list)
+    unlabeled_targets: list[dict[str, Tensor]] = field(default_factory=list)
 
     def to(self, device: torch.device, channels_last: bool = False) -> TrainBatch:
         def move(t: Tensor) -> Tensor:
             t = t.to(device, non_blocking=True)
             return t.contiguous(memory_format=torch.channels_last) if channels_last and t.dim() == 4 else t
 
+        def move_all(targets: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
+            return [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+
         return replace(
             self,
             images=[move(i) for i in self.images],
-            targets=[{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in self.targets],
+            targets=move_all(self.targets),
             unlabeled=[move(i) for i in self.unlabeled],
+            unlabeled_targets=move_all(self.unlabeled_targets),
         )
 
 
@@ -38,6 +45,14 @@ def detection_collate(batch: list[tuple[Tensor, dict[str, Any]]]) -> TrainBatch:
     """A :class:`TrainBatch` of labeled ``(image, target)`` items (detection models take variable-size lists)."""
     images, targets = zip(*batch, strict=True)
     return TrainBatch(list(images), list(targets))
+
+
+def unlabeled_collate(batch: list[tuple[Tensor, dict[str, Any]]]) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
+    """Unlabeled ``(image, meta or target)`` items as ``(images, targets)``: the targets when every item
+    carries ``boxes`` (a COCO pool), else an empty list (patch stores: their meta stays behind)."""
+    images = [image for image, _ in batch]
+    given = all("boxes" in extra for _, extra in batch)
+    return images, [extra for _, extra in batch] if given else []
 
 
 T = TypeVar("T")

@@ -214,6 +214,9 @@ class PatchStoreDataset(_Seeded, Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def slide_ids(self) -> list[str]:
+        return sorted({str(store.attrs["slide_id"]) for store in self.stores})
+
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, dict[str, Any]]:
         index, epoch = self._key(key)
         s, i = self.index[index]

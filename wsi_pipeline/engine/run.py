@@ -20,9 +20,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from wsi_pipeline.config import PipelineConfig, config_to_dict, save_config
-from wsi_pipeline.data.batch import TrainBatch, detection_collate, original_errors
-from wsi_pipeline.data.datasets import CocoPatchDataset, PatchStoreDataset
-from wsi_pipeline.data.pool import open_pool
+from wsi_pipeline.data.batch import TrainBatch, detection_collate, original_errors, unlabeled_collate
+from wsi_pipeline.data.datasets import CocoPatchDataset
+from wsi_pipeline.data.pool import UnlabeledSet, open_pool
 from wsi_pipeline.device import select_device
 from wsi_pipeline.distributed import DistInfo, cleanup, init_distributed
 from wsi_pipeline.engine.hooks import (
@@ -86,14 +86,13 @@ def make_loader(
     return original_errors(loader)
 
 
-def _images_only(batch: list[tuple[torch.Tensor, Any]]) -> list[torch.Tensor]:
-    return [image for image, _ in batch]
-
-
-def with_unlabeled(labeled: Iterator[TrainBatch], unlabeled: Iterator[list[torch.Tensor]]) -> Iterator[TrainBatch]:
-    """Each labeled batch with the next batch of unlabeled images (the paper samples both equally)."""
-    for batch, images in zip(labeled, unlabeled, strict=False):
-        yield replace(batch, unlabeled=images)
+def with_unlabeled(
+    labeled: Iterator[TrainBatch], unlabeled: Iterator[tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]]
+) -> Iterator[TrainBatch]:
+    """Each labeled batch with the next batch of unlabeled images and their given boxes, if the pool has
+    any (the paper samples both equally)."""
+    for batch, (images, targets) in zip(labeled, unlabeled, strict=False):
+        yield replace(batch, unlabeled=images, unlabeled_targets=targets)
 
 
 @dataclass
@@ -129,20 +128,21 @@ def build_train_set(config: PipelineConfig) -> CocoPatchDataset:
     return train_set
 
 
-def build_unlabeled_set(config: PipelineConfig) -> PatchStoreDataset:
+def build_unlabeled_set(config: PipelineConfig) -> UnlabeledSet:
     """The unlabeled pool of ``train.unlabeled``, checked against the model's resolution and the labeled
     slides (train and validation sets), with the training augmentation seeded apart from the labeled set's."""
     cfg = config.train
     if not cfg.unlabeled:
         raise ValueError(
             f"train.method {cfg.method} learns from unlabeled patches: set train.unlabeled to a pool "
-            "(`wsi-pipeline mine ... --out POOL`, then --set train.unlabeled=POOL) or a folder of tile stores"
+            "(`wsi-pipeline mine ... --out POOL`, then --set train.unlabeled=POOL), a folder of tile stores "
+            "or a COCO file"
         )
     labeled = set(CocoPatchDataset(cfg.train_json).slide_ids())
     if cfg.val_json:
         labeled |= set(CocoPatchDataset(cfg.val_json).slide_ids())
     pool = open_pool(cfg.unlabeled, config.model.input_mpp, labeled, cfg.augment, cfg.seed + 1)
-    log.info("unlabeled pool: %d patches from %d stores", len(pool), len(pool.stores))
+    log.info("unlabeled pool: %d patches from %d slides", len(pool), len(pool.slide_ids()))
     return pool
 
 
@@ -261,8 +261,8 @@ def _train(config: PipelineConfig, out: Path, resume: bool, progress: bool, dist
     if pool is not None:
         size = cfg.unlabeled_batch_size or cfg.batch_size
         pool_schedule = BatchSchedule(len(pool), size, cfg.seed + 1, dist_info.rank, dist_info.world_size)
-        images = make_loader(pool, pool_schedule, trainer.start_iter, cfg.workers, _images_only)
-        trainer.data = with_unlabeled(trainer.data, images)
+        unlabeled = make_loader(pool, pool_schedule, trainer.start_iter, cfg.workers, unlabeled_collate)
+        trainer.data = with_unlabeled(trainer.data, unlabeled)
     trainer.train()
     best = evaluator.best_map if evaluator is not None and evaluator.best_iter >= 0 else None
     return TrainResult(out, trainer.max_iter, best, len(train_set.slide_ids()), len(train_set))

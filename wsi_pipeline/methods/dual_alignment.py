@@ -5,8 +5,9 @@ Per step, besides Faster R-CNN's supervised losses:
 - labeled proposals: the box-head features of the RoI sampler's foreground proposals, classes from the
   ground-truth assignment, scores ``q`` = the detector's probability of that class;
 - unlabeled proposals: pseudo-labels from a separate ``no_grad`` pass of the model itself in eval mode
-  (or of an EMA teacher, ``dual_alignment.pseudo_labels: ema``) at score >= ``threshold``; the student's
-  box head embeds those boxes with gradient;
+  (or of an EMA teacher, ``dual_alignment.pseudo_labels: ema``) at score >= ``threshold``, or the boxes a
+  COCO pool gives (``given``: offline pseudo-labels, or the hidden truth in an oracle experiment), score 1;
+  the student's box head embeds those boxes with gradient;
 - both go through the projection head (Eq. 1) into the metric space, L2-normalised as are the proxies
   (Proxy-NCA's practice: distances stay within [0, 2], so L_pml is bounded below and margin 1.0 is
   meaningful; the paper leaves the scale open);
@@ -149,22 +150,33 @@ class DualAlignment(SemiSupervised):
     def parameter_groups(self, lr: float) -> list[dict]:
         return self.alignment.parameter_groups(list(self.parameters()), lr)
 
-    def pseudo_labelled_features(self, images: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    def pseudo_labelled_features(self, batch: TrainBatch) -> tuple[Tensor, Tensor, Tensor]:
         """The unlabeled images' pseudo-labelled boxes: labels (1 .. C) and scores from a no-grad pass (the
-        model itself or its EMA teacher), box-head features ``(N, 1024)`` from the student (with gradient)."""
-        source = self.teacher.model if self.teacher is not None else self.detector
-        found = pseudo_labels(source, images, self.da.threshold)  # type: ignore[arg-type]
+        model itself or its EMA teacher) or given with the pool, box-head features ``(N, 1024)`` from the
+        student (with gradient)."""
+        images = batch.unlabeled
+        if self.da.pseudo_labels == "given":
+            if len(batch.unlabeled_targets) != len(images):
+                raise ValueError(
+                    "train.ssl.dual_alignment.pseudo_labels=given: the unlabeled pool gives no boxes; set "
+                    "train.unlabeled to a COCO file of the pool's patches with their boxes"
+                )
+            device = images[0].device
+            found = [{**t, "scores": torch.ones(len(t["labels"]), device=device)} for t in batch.unlabeled_targets]
+        else:
+            source = self.teacher.model if self.teacher is not None else self.detector
+            found = pseudo_labels(source, images, self.da.threshold)  # type: ignore[arg-type]
         self.count_pseudo(found)
         keep = [k for k, d in enumerate(found) if len(d["boxes"])]
         if not keep:
             empty = torch.zeros(0, dtype=torch.long, device=images[0].device)
             return images[0].new_zeros(0, 1), empty, images[0].new_zeros(0)
         targets = [{"boxes": found[k]["boxes"], "labels": found[k]["labels"]} for k in keep]
-        batch, targets = self.detector.preprocess([images[k] for k in keep], targets)
-        features = self.detector.features(batch)
-        head = self.detector.box_head(features, [t["boxes"] for t in targets], batch.image_sizes)
+        prepared, targets = self.detector.preprocess([images[k] for k in keep], targets)
+        features = self.detector.features(prepared)
+        head = self.detector.box_head(features, [t["boxes"] for t in targets], prepared.image_sizes)
         return head.features, torch.cat([t["labels"] for t in targets]), torch.cat([found[k]["scores"] for k in keep])
 
     def semi_supervised_losses(self, batch: TrainBatch, sup: SupervisedOutputs) -> dict[str, Tensor]:
-        unlabeled = self.alignment.unlabeled_rows(*self.pseudo_labelled_features(batch.unlabeled))
+        unlabeled = self.alignment.unlabeled_rows(*self.pseudo_labelled_features(batch))
         return self.alignment(self.alignment.labeled_rows(sup), unlabeled, self.diagnostics)
