@@ -95,8 +95,9 @@ def runs_of(rows: list[str]) -> list[tuple[str, float, int, tuple[str, ...]]]:
             runs += [(p, 0.25, s, ()) for p in ("soft_teacher", "soft_teacher_alignment") for s in SEEDS]
         elif row == "oracle":  # the ceiling of what the pool can teach at 25%
             runs += [(ORACLE, 0.25, s, ()) for s in SEEDS]
-        elif row == "true-pseudo":  # dual alignment, every pseudo-label right (25%)
+        elif row == "true-pseudo":  # dual alignment, every pseudo-label right (25%); does lambda then help?
             runs += [(TRUE_PSEUDO, 0.25, s, ()) for s in SEEDS]
+            runs += [(TRUE_PSEUDO, 0.25, 0, (f"train.ssl.weight={w}",)) for w in (0.1, 1)]
         elif row == "noise":  # the labeled subset of seed 0, three initialisation / data-order seeds
             runs += [(SUPERVISED, 0.25, s, ("train.subset_seed=0",) if s else ()) for s in SEEDS]
     return list(dict.fromkeys(runs))
@@ -139,7 +140,7 @@ def train_runs(runs: list, out: Path, supervised_out: Path, pool: Path, jobs: in
             continue
         if preset == TRUE_PSEUDO:
             given = "train.ssl.dual_alignment.pseudo_labels=given"
-            overrides = [f"train.unlabeled={truth_pool_json(out, pool)}", given]
+            overrides = [*extra, f"train.unlabeled={truth_pool_json(out, pool)}", given]
             args.append(("dual_alignment", overrides, fraction, seed, V3 / "patches" / "test.json", folder))
             continue
         args.append((preset, overrides, fraction, seed, V3 / "patches" / "test.json", folder))
