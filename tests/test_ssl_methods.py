@@ -151,6 +151,15 @@ def test_given_pseudo_labels_come_from_a_coco_pool(pools, tiny_dataset: Path, tm
     assert result.exit_code == 1 and len(errors) == 1 and "the unlabeled pool gives no boxes" in errors[0]
 
 
+def test_a_mined_pools_manifest_stands_for_its_folder(pools, tmp_path: Path):
+    from wsi_pipeline.data.pool import open_pool
+
+    store = next(pools["good"].glob("*.zarr"))
+    manifest = tmp_path / "pool.json"  # as `mine` writes it, the store given by its absolute path
+    manifest.write_text(json.dumps({"slides": {"U0001": {"store": str(store), "patches": 3}}}))
+    assert len(open_pool(manifest, 0.25)) == len(open_pool(tmp_path, 0.25)) == len(open_pool(pools["good"], 0.25))
+
+
 def test_given_pseudo_labels_are_the_pools_boxes_and_patch_stores_give_none():
     from wsi_pipeline.data.batch import unlabeled_collate
 

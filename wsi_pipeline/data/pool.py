@@ -46,7 +46,10 @@ def open_pool(
     seed: int = 0,
 ) -> UnlabeledSet:
     """The pool as a dataset at the model's ``input_mpp``, checked as above: ``(image, meta)`` items of
-    patch stores, or ``(image, target)`` items of a COCO file (``.json``)."""
+    patch stores, or ``(image, target)`` items of a COCO file (``.json``; a mined pool's ``pool.json``
+    stands for its folder)."""
+    if Path(pool).name == "pool.json":
+        pool = Path(pool).parent
     if str(pool).endswith(".json") and Path(pool).is_file():
         dataset: UnlabeledSet = CocoPatchDataset(pool, augment_cfg=augment_cfg, seed=seed)
         dataset.check_mpp(input_mpp)
