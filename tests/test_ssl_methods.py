@@ -145,10 +145,12 @@ def test_given_pseudo_labels_come_from_a_coco_pool(pools, tiny_dataset: Path, tm
     seen = _metrics(tmp_path / "run")
     assert all(math.isfinite(x) for k, v in seen.items() if k.startswith("loss/unsup_") for x in v)
     assert all(x == 1.0 for x in seen["diag/pseudo_score"] if math.isfinite(x))  # given boxes count as sure
+    assert any(math.isfinite(x) for x in seen["diag/pseudo_score"])  # test.json's patches hold lesions
     result = _train(tmp_path / "stores", tiny_dataset, "dual_alignment", f"train.unlabeled={pools['good']}", given,
                     "train.max_iter=1")  # fmt: skip
     errors = [line for line in result.output.splitlines() if line.startswith("Error")]
     assert result.exit_code == 1 and len(errors) == 1 and "the unlabeled pool gives no boxes" in errors[0]
+    assert pools["good"].name in errors[0]  # the early check names the pool; the step's own check cannot
 
 
 def test_a_mined_pools_manifest_stands_for_its_folder(pools, tmp_path: Path):

@@ -142,6 +142,11 @@ def build_unlabeled_set(config: PipelineConfig) -> UnlabeledSet:
     if cfg.val_json:
         labeled |= set(CocoPatchDataset(cfg.val_json).slide_ids())
     pool = open_pool(cfg.unlabeled, config.model.input_mpp, labeled, cfg.augment, cfg.seed + 1)
+    if method_class(cfg.method).needs_pool_boxes(config) and not isinstance(pool, CocoPatchDataset):
+        raise ValueError(
+            f"{cfg.unlabeled}: the unlabeled pool gives no boxes (patch stores carry none); "
+            "train.ssl.dual_alignment.pseudo_labels=given reads them from a COCO file as train.unlabeled"
+        )
     log.info("unlabeled pool: %d patches from %d slides", len(pool), len(pool.slide_ids()))
     return pool
 

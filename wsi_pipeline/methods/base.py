@@ -39,6 +39,11 @@ class TrainingMethod(nn.Module):
         """Build the method around ``detector`` from its config section (none for the supervised method)."""
         return cls(detector)
 
+    @classmethod
+    def needs_pool_boxes(cls, config: PipelineConfig) -> bool:
+        """Whether the method, so configured, reads boxes given with the unlabeled pool (a COCO pool)."""
+        return False
+
     def forward(self, batch: TrainBatch) -> dict[str, Tensor]:
         raise NotImplementedError
 

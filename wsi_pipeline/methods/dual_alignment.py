@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wsi_pipeline.config import DualAlignmentConfig, SemiSupervisedConfig
+from wsi_pipeline.config import DualAlignmentConfig, PipelineConfig, SemiSupervisedConfig
 from wsi_pipeline.data.batch import TrainBatch
 from wsi_pipeline.losses.memory_bank import MemoryBank
 from wsi_pipeline.losses.metric import class_prototypes, prototype_alignment, proxy_loss
@@ -146,6 +146,10 @@ class DualAlignment(SemiSupervised):
         self.alignment = AlignmentTerms(detector.roi_heads.box_predictor.cls_score.in_features, da)
         self.loss_names = self.alignment.loss_names
         self.term_scale = dict.fromkeys(self.loss_names, da.weight)
+
+    @classmethod
+    def needs_pool_boxes(cls, config: PipelineConfig) -> bool:
+        return config.train.ssl.dual_alignment.pseudo_labels == "given"
 
     def parameter_groups(self, lr: float) -> list[dict]:
         return self.alignment.parameter_groups(list(self.parameters()), lr)
