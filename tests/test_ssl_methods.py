@@ -217,6 +217,9 @@ def test_soft_teacher_alignment_adds_the_alignment_terms_on_the_teachers_pseudo_
     assert weighted["unsup_loss_classifier"] == pytest.approx(2.0 * raw["unsup_loss_classifier"], rel=1e-5)
     groups = method.parameter_groups(0.02)
     assert [g["lr"] for g in groups] == [0.02, 0.01] and groups[1]["params"][0] is method.alignment.proxies
+    given = SemiSupervisedConfig(dual_alignment=DualAlignmentConfig(pseudo_labels="given"))
+    with pytest.raises(ValueError, match="pseudo_labels=given: soft_teacher_alignment takes its pseudo-boxes"):
+        build_method(PipelineConfig(model=TINY, train=TrainConfig(method="soft_teacher_alignment", ssl=given)))
 
 
 # The total loss of 2 SGD steps of dual alignment (every term on, bank and proxies included) on the tiny

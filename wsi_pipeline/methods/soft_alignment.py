@@ -27,8 +27,13 @@ class SoftTeacherAlignment(SoftTeacher):
     name = "soft_teacher_alignment"
 
     def __init__(self, detector: CytologyDetector, cfg: SemiSupervisedConfig, seed: int = 0):
-        super().__init__(detector, cfg, seed)
         da = cfg.dual_alignment
+        if da.pseudo_labels != "self":
+            raise ValueError(
+                f"train.ssl.dual_alignment.pseudo_labels={da.pseudo_labels}: soft_teacher_alignment takes its "
+                "pseudo-boxes from Soft Teacher's EMA teacher; leave it at 'self' or use train.method=dual_alignment"
+            )
+        super().__init__(detector, cfg, seed)
         self.alignment = AlignmentTerms(detector.roi_heads.box_predictor.cls_score.in_features, da)
         self.loss_names = SoftTeacher.loss_names + self.alignment.loss_names
         self.term_scale = dict.fromkeys(self.alignment.loss_names, da.weight)
