@@ -178,6 +178,29 @@ def test_given_pseudo_labels_are_the_pools_boxes_and_patch_stores_give_none():
     assert unlabeled_collate([(img, {"slide_id": "U1", "x": 0}) for img in images])[1] == []  # store meta
 
 
+def test_background_rows_add_a_background_class_sampled_against_the_pseudo_boxes():
+    method = _dual_alignment(pseudo_labels="given", background_rows=True)
+    terms = method.alignment
+    assert (terms.num_classes, terms.offset, tuple(terms.proxies.shape)) == (5, 0, (5, 128))
+    batch = _batch()
+    none = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}
+    batch.unlabeled_targets = [_target([[5, 5, 60, 70]], [3]), none]  # the second image: background only
+    sup = method.detector.supervised(batch.images, batch.targets)
+    x, classes, scores = terms.proposal_rows(sup)
+    assert torch.equal(classes, sup.labels) and len(x) == len(sup.labels)  # every sampled proposal, labels as they are
+    assert (classes == 0).any() and bool(((scores > 0) & (scores <= 1)).all())
+    losses = method.semi_supervised_losses(batch, sup)
+    assert all(math.isfinite(float(v.detach())) for v in losses.values())
+    assert "bank_fill_0" in method.diagnostics and method.diagnostics["pseudo_labels"] == 1
+    assert terms.bank.counts(5)[0] == 1  # this step's background prototype joined the bank
+    losses["unsup_pml"].backward(retain_graph=True)
+    assert method.alignment.proxies.grad is None or not method.alignment.proxies.grad.any()
+    # without the switch: foreground rows only, classes 0 .. C - 1 (the paper's)
+    paper = _dual_alignment().alignment
+    x, classes, _ = paper.proposal_rows(sup)
+    assert torch.equal(classes, sup.labels[sup.labels > 0] - 1) and paper.num_classes == 4
+
+
 def test_proxies_learn_from_labeled_data_only():
     method = _dual_alignment()
     batch = _batch()
@@ -218,7 +241,7 @@ def test_soft_teacher_alignment_adds_the_alignment_terms_on_the_teachers_pseudo_
     groups = method.parameter_groups(0.02)
     assert [g["lr"] for g in groups] == [0.02, 0.01] and groups[1]["params"][0] is method.alignment.proxies
     given = SemiSupervisedConfig(dual_alignment=DualAlignmentConfig(pseudo_labels="given"))
-    with pytest.raises(ValueError, match="pseudo_labels=given: soft_teacher_alignment takes its pseudo-boxes"):
+    with pytest.raises(ValueError, match="pseudo-boxes, so pseudo_labels=given and background_rows=False do not apply"):
         build_method(PipelineConfig(model=TINY, train=TrainConfig(method="soft_teacher_alignment", ssl=given)))
 
 

@@ -272,6 +272,10 @@ class DualAlignmentConfig:
     threshold: Fraction = 0.5  # pseudo-label score
     # a no-grad pass of the model itself, an EMA teacher, or the boxes given with a COCO pool (score 1)
     pseudo_labels: Literal["self", "ema", "given"] = "self"
+    # beyond the paper, which aligns lesion classes only: a background proxy and prototype too, whose rows
+    # are the RoI sampler's background proposals on labeled images and, sampled against the pseudo-boxes,
+    # on unlabeled ones (every sampled unlabeled proposal is then a row, matched or not)
+    background_rows: bool = False
     weight: NonNegative = 1.0  # the four terms' weight relative to train.ssl.weight (for combined methods)
 
 

@@ -16,6 +16,10 @@ Per step, besides Faster R-CNN's supervised losses:
 - prototype alignment (Eq. 4-8): confidence-guided prototypes of each side against the memory bank's
   class means (ground-truth-guided labeled prototypes of previous steps), L_intra + 2 L_inter;
 - lambda(t) ramps the four terms up (Eq. 9).
+
+``background_rows`` (not in the paper) adds a background proxy and prototype: the RoI sampler's
+background proposals become rows too, on labeled images and, sampled against the pseudo-boxes, on
+unlabeled ones, so the metric space can also pull a mimic towards background.
 """
 
 from __future__ import annotations
@@ -34,21 +38,25 @@ from wsi_pipeline.modeling.detector import SupervisedOutputs
 from wsi_pipeline.modeling.heads import ProjectionHead
 from wsi_pipeline.taxonomy import NUM_CLASSES
 
-Rows = tuple[Tensor, Tensor, Tensor]  # embeddings (N, D), classes (N,) in 0 .. C - 1, scores (N,)
+Rows = tuple[Tensor, Tensor, Tensor]  # embeddings (N, D), row classes (N,) in 0 .. K - 1, scores (N,)
 
 
 class AlignmentTerms(nn.Module):
     """The metric space of dual alignment: the projection head (Eq. 1), the class proxies (Eq. 2-3) and
     the memory bank (Eq. 7-8), with the four terms ``sup_pml``, ``unsup_pml``, ``sup_pmb``, ``unsup_pmb``
     (each pair switchable for the paper's ablations). The method that owns it supplies the rows: labeled
-    proposals and pseudo-labelled unlabeled ones, each as (embeddings, classes 0 .. C - 1, scores)."""
+    proposals and pseudo-labelled unlabeled ones, each as (embeddings, row classes, scores). Row classes
+    are the lesion classes 0 .. C - 1 (detector label - 1), or with ``background_rows`` 0 .. C with 0 the
+    background (the detector's labels as they are)."""
 
     def __init__(self, in_dim: int, da: DualAlignmentConfig):
         super().__init__()
         self.da = da
         self.projection = ProjectionHead(in_dim, da.hidden_dim, da.embed_dim)
+        self.offset = 0 if da.background_rows else 1  # row class = detector label - offset
+        self.num_classes = NUM_CLASSES + 1 - self.offset
         # on the unit sphere from the start: a random 128-d proxy has norm ~11, and lr 0.01 would barely turn it
-        proxies = F.normalize(torch.randn(NUM_CLASSES, da.embed_dim), dim=1)
+        proxies = F.normalize(torch.randn(self.num_classes, da.embed_dim), dim=1)
         self.proxies = nn.Parameter(proxies) if da.proposal_alignment else None
         use_bank = da.prototype_alignment and da.memory_bank
         self.bank = MemoryBank(da.bank_size, da.embed_dim) if use_bank else None
@@ -75,27 +83,28 @@ class AlignmentTerms(nn.Module):
         """Box-head features ``(N, 1024)`` -> unit-length embeddings ``(N, embed_dim)``."""
         return F.normalize(self.projection(features), dim=1)
 
-    def labeled_rows(self, sup: SupervisedOutputs) -> Rows:
-        """Embeddings, classes (0 .. C - 1) and scores of the labeled foreground proposals."""
-        fg = torch.where(sup.labels > 0)[0]
-        classes = sup.labels[fg] - 1
-        probs = torch.softmax(sup.head.class_logits[fg].detach(), dim=1)
-        scores = probs.gather(1, sup.labels[fg][:, None]).squeeze(1)
-        return self.embed(sup.head.features[fg]), classes, scores
+    def proposal_rows(self, sup: SupervisedOutputs) -> Rows:
+        """Rows of a supervised pass's sampled proposals: the foreground ones (all of them with
+        ``background_rows``), classes as the sampler assigned them, scores the detector's probability of
+        that class."""
+        keep = torch.where(sup.labels >= self.offset)[0]
+        probs = torch.softmax(sup.head.class_logits[keep].detach(), dim=1)
+        scores = probs.gather(1, sup.labels[keep][:, None]).squeeze(1)
+        return self.embed(sup.head.features[keep]), sup.labels[keep] - self.offset, scores
 
-    def unlabeled_rows(self, features: Tensor, labels: Tensor, scores: Tensor) -> Rows:
+    def box_rows(self, features: Tensor, labels: Tensor, scores: Tensor) -> Rows:
         """Rows of pseudo-labelled boxes from the student's box-head ``features`` ``(N, 1024)``, their
         pseudo-classes ``labels`` (1 .. C) and scores."""
         if not len(labels):
             return features.new_zeros(0, self.da.embed_dim), labels.new_zeros(0), scores.new_zeros(0)
-        return self.embed(features), labels - 1, scores
+        return self.embed(features), labels - self.offset, scores
 
     def bank_prototypes(self, x: Tensor, classes: Tensor) -> tuple[Tensor, Tensor]:
         """P^M (C, D) and which classes it has: the bank's class means, or without a bank the batch's
         ground-truth-guided labeled prototypes (the "without memory bank" ablation)."""
         if self.bank is not None:
-            return self.bank.class_means(NUM_CLASSES)
-        return class_prototypes(x.detach(), classes, NUM_CLASSES)
+            return self.bank.class_means(self.num_classes)
+        return class_prototypes(x.detach(), classes, self.num_classes)
 
     def forward(self, labeled: Rows, unlabeled: Rows, diagnostics: dict[str, float]) -> dict[str, Tensor]:
         """The switched-on terms (unweighted); proxy and prototype distances and the bank's fill go to
@@ -107,24 +116,24 @@ class AlignmentTerms(nn.Module):
             losses["sup_pml"] = proxy_loss(x_l, c_l, proxies)
             losses["unsup_pml"] = proxy_loss(x_u, c_u, proxies.detach())  # proxies learn from labeled data only
             d = torch.cdist(proxies.detach(), proxies.detach())
-            diagnostics["proxy_distance_min"] = float(d[~torch.eye(NUM_CLASSES, dtype=torch.bool)].min())
+            diagnostics["proxy_distance_min"] = float(d[~torch.eye(self.num_classes, dtype=torch.bool)].min())
         if self.da.prototype_alignment:
             bank, bank_present = self.bank_prototypes(x_l, c_l)
             m = self.da.margin
-            cg_l, present_l = class_prototypes(x_l, c_l, NUM_CLASSES, q_l)
-            cg_u, present_u = class_prototypes(x_u, c_u, NUM_CLASSES, q_u)
+            cg_l, present_l = class_prototypes(x_l, c_l, self.num_classes, q_l)
+            cg_u, present_u = class_prototypes(x_u, c_u, self.num_classes, q_u)
             losses["sup_pmb"] = sum(prototype_alignment(bank, bank_present, cg_l, present_l, m))  # type: ignore[assignment]
             losses["unsup_pmb"] = sum(prototype_alignment(bank, bank_present, cg_u, present_u, m))  # type: ignore[assignment]
             self._log_prototypes(bank, bank_present, diagnostics)
             if self.bank is not None:
-                gg, present = class_prototypes(x_l.detach(), c_l, NUM_CLASSES)
+                gg, present = class_prototypes(x_l.detach(), c_l, self.num_classes)
                 self.bank.push(gg[present], torch.where(present)[0])
         return losses
 
     def _log_prototypes(self, protos: Tensor, present: Tensor, diagnostics: dict[str, float]) -> None:
         if self.bank is not None:
-            for c, n in enumerate(self.bank.counts(NUM_CLASSES).tolist()):
-                diagnostics[f"bank_fill_{c + 1}"] = float(n)
+            for c, n in enumerate(self.bank.counts(self.num_classes).tolist()):
+                diagnostics[f"bank_fill_{c + self.offset}"] = float(n)
         idx = torch.where(present)[0]
         if len(idx) > 1:
             d = torch.cdist(protos[idx], protos[idx])
@@ -154,10 +163,9 @@ class DualAlignment(SemiSupervised):
     def parameter_groups(self, lr: float) -> list[dict]:
         return self.alignment.parameter_groups(list(self.parameters()), lr)
 
-    def pseudo_labelled_features(self, batch: TrainBatch) -> tuple[Tensor, Tensor, Tensor]:
-        """The unlabeled images' pseudo-labelled boxes: labels (1 .. C) and scores from a no-grad pass (the
-        model itself or its EMA teacher) or given with the pool, box-head features ``(N, 1024)`` from the
-        student (with gradient)."""
+    def pseudo_boxes(self, batch: TrainBatch) -> list[dict[str, Tensor]]:
+        """The unlabeled images' pseudo-boxes (``boxes``, ``labels`` 1 .. C, ``scores``): from a no-grad
+        pass of the model itself or its EMA teacher at ``threshold``, or given with the pool (score 1)."""
         images = batch.unlabeled
         if self.da.pseudo_labels == "given":
             if len(batch.unlabeled_targets) != len(images):
@@ -171,6 +179,12 @@ class DualAlignment(SemiSupervised):
             source = self.teacher.model if self.teacher is not None else self.detector
             found = pseudo_labels(source, images, self.da.threshold)  # type: ignore[arg-type]
         self.count_pseudo(found)
+        return found
+
+    def pseudo_labelled_features(self, batch: TrainBatch) -> tuple[Tensor, Tensor, Tensor]:
+        """The pseudo-boxes' labels (1 .. C) and scores, with their box-head features ``(N, 1024)`` from the
+        student (with gradient)."""
+        images, found = batch.unlabeled, self.pseudo_boxes(batch)
         keep = [k for k, d in enumerate(found) if len(d["boxes"])]
         if not keep:
             empty = torch.zeros(0, dtype=torch.long, device=images[0].device)
@@ -182,5 +196,9 @@ class DualAlignment(SemiSupervised):
         return head.features, torch.cat([t["labels"] for t in targets]), torch.cat([found[k]["scores"] for k in keep])
 
     def semi_supervised_losses(self, batch: TrainBatch, sup: SupervisedOutputs) -> dict[str, Tensor]:
-        unlabeled = self.alignment.unlabeled_rows(*self.pseudo_labelled_features(batch))
-        return self.alignment(self.alignment.labeled_rows(sup), unlabeled, self.diagnostics)
+        if self.da.background_rows:  # the student's proposals sampled against the pseudo-boxes (losses unused)
+            targets = [{"boxes": d["boxes"], "labels": d["labels"]} for d in self.pseudo_boxes(batch)]
+            unlabeled = self.alignment.proposal_rows(self.detector.supervised(batch.unlabeled, targets))
+        else:
+            unlabeled = self.alignment.box_rows(*self.pseudo_labelled_features(batch))
+        return self.alignment(self.alignment.proposal_rows(sup), unlabeled, self.diagnostics)

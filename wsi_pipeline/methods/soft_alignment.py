@@ -28,10 +28,11 @@ class SoftTeacherAlignment(SoftTeacher):
 
     def __init__(self, detector: CytologyDetector, cfg: SemiSupervisedConfig, seed: int = 0):
         da = cfg.dual_alignment
-        if da.pseudo_labels != "self":
+        if da.pseudo_labels != "self" or da.background_rows:
             raise ValueError(
-                f"train.ssl.dual_alignment.pseudo_labels={da.pseudo_labels}: soft_teacher_alignment takes its "
-                "pseudo-boxes from Soft Teacher's EMA teacher; leave it at 'self' or use train.method=dual_alignment"
+                "train.ssl.dual_alignment: soft_teacher_alignment takes its rows from Soft Teacher's pseudo-boxes, "
+                f"so pseudo_labels={da.pseudo_labels} and background_rows={da.background_rows} do not apply "
+                "(they are dual_alignment's; leave them at self and false)"
             )
         super().__init__(detector, cfg, seed)
         self.alignment = AlignmentTerms(detector.roi_heads.box_predictor.cls_score.in_features, da)
@@ -50,5 +51,5 @@ class SoftTeacherAlignment(SoftTeacher):
             features = self.detector.box_head(view.features, boxes, view.image_sizes).features
         else:
             features = scores.new_zeros(0, 1)
-        unlabeled = self.alignment.unlabeled_rows(features, labels, scores)
-        return {**losses, **self.alignment(self.alignment.labeled_rows(sup), unlabeled, self.diagnostics)}
+        unlabeled = self.alignment.box_rows(features, labels, scores)
+        return {**losses, **self.alignment(self.alignment.proposal_rows(sup), unlabeled, self.diagnostics)}
