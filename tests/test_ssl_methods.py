@@ -247,7 +247,9 @@ def test_soft_teacher_alignment_adds_the_alignment_terms_on_the_teachers_pseudo_
 
 # The total loss of 2 SGD steps of dual alignment (every term on, bank and proxies included) on the tiny
 # detector: seed 0, stream reseeded, pseudo-label threshold 0, lambda 1, one thread. A change in any term,
-# in the pseudo-labelling pass or in the random streams moves them.
+# in the pseudo-labelling pass or in the random streams moves them. Step 1 follows an SGD step, and a CPU
+# with other kernels (an AVX-512/AMX machine against the one that set the values) moved it by 1.7e-4 of
+# itself: hence rel 1e-3; a changed term moves the total by far more (every term is 0.005-1.8 here).
 GOLDEN_TOTAL = {0: 5.337318119127303, 1: 6.487007982563227}
 
 
@@ -274,7 +276,7 @@ def test_dual_alignment_total_loss_matches_the_golden_values():
     assert all(math.isfinite(v) for step in seen.values() for v in step.values())
     for step, expected in GOLDEN_TOTAL.items():
         total = sum(seen[step].values())
-        assert expected is not None and total == pytest.approx(expected, rel=1e-4), f"step {step}: {seen[step]}"
+        assert expected is not None and total == pytest.approx(expected, rel=1e-3), f"step {step}: {seen[step]}"
     assert int(method.alignment.bank.counts(4).sum()) > 0
 
 
