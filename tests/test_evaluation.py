@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wsi_pipeline.evaluation.detection import PAPER_IOUS, box_iou, evaluate, interpolated_ap
+from wsi_pipeline.evaluation.detection import (
+    PAPER_IOUS,
+    accumulate,
+    box_iou,
+    evaluate,
+    interpolated_ap,
+    match_detections,
+)
 from wsi_pipeline.types import ImageBoxes
 
 CLASSES = {1: "ASC-US", 2: "LSIL", 3: "HSIL", 4: "AGC"}
@@ -78,6 +85,23 @@ def _random_case(seed: int):
         d_boxes[:, 2:] = np.maximum(d_boxes[:, 2:], d_boxes[:, :2] + 1)
         preds[image_id] = ImageBoxes(d_boxes, d_labels.astype(int), scores=rng.uniform(size=len(d_labels)))
     return gts, preds
+
+
+def test_accumulate_over_a_resample_equals_evaluate_on_its_copies():
+    """A bootstrap draw of images (repeats included) scored from the matches made once equals a fresh
+    evaluation of the drawn images under new keys."""
+    gts, preds = _random_case(3)
+    matches = match_detections(gts, preds, sorted(CLASSES))
+    drawn = [5, 1, 5, 8, 2, 2, 2, 7]
+    ap, recall, n_gt = accumulate(matches, drawn, len(CLASSES), len(PAPER_IOUS))
+    copies = {(k, i): gts[i] for k, i in enumerate(drawn)}
+    fresh = evaluate(copies, {(k, i): preds[i] for k, i in enumerate(drawn)}, CLASSES)
+    assert np.allclose(ap, fresh.ap, equal_nan=True) and np.allclose(recall, fresh.recall, equal_nan=True)
+    assert dict(zip(sorted(CLASSES), n_gt.tolist(), strict=True)) == fresh.n_gt
+    assert n_gt[0] == sum(int(((gts[i].labels == 1) & ~gts[i].ignore).sum()) for i in drawn)  # repeats count
+    assert np.isnan(ap[3]).all()  # AGC: no ground truth in any image
+    whole = evaluate(gts, preds, CLASSES)
+    assert np.allclose(accumulate(matches, sorted(gts), 4, len(PAPER_IOUS))[0], whole.ap, equal_nan=True)
 
 
 def _coco_ap(gts, preds, max_dets):

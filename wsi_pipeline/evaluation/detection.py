@@ -176,44 +176,75 @@ def evaluate(
         raise ValueError(f"match must be 'iou' or 'centre', not {match!r}")
     ious = (0.5,) if match == "centre" else tuple(float(t) for t in ious)
     class_ids = tuple(sorted(classes))
-    ap = np.full((len(class_ids), len(ious)), np.nan)
-    recall = np.full_like(ap, np.nan)
-    n_gt_all: dict[int, int] = {}
-    image_ids = sorted(gts, key=lambda k: (str(type(k)), k))
-    for k, cid in enumerate(class_ids):
-        scores, matched, ignored, n_gt = [], [], [], 0
-        for image_id in image_ids:
-            gt = gts[image_id]
-            pr = preds.get(image_id, ImageBoxes.empty())
+    matches = match_detections(gts, preds, class_ids, ious, max_dets, match)
+    ap, recall, n_gt = accumulate(matches, sorted(gts, key=lambda k: (str(type(k)), k)), len(class_ids), len(ious))
+    n_gt_all = dict(zip(class_ids, n_gt.tolist(), strict=True))
+    confusion = class_confusion(gts, preds, classes, 0.5 if match == "centre" else confusion_iou, match)
+    names = tuple(classes[c] for c in class_ids)
+    return DetectionMetrics(class_ids, names, ious, ap, recall, n_gt_all, confusion)
+
+
+@dataclass(frozen=True)
+class ClassMatches:
+    """One image's detections of one class, matched at every threshold (COCOeval.evaluateImg)."""
+
+    scores: np.ndarray  # (n,) in descending order
+    matched: np.ndarray  # (T, n) bool: matched to a ground-truth box or an ignore region
+    ignored: np.ndarray  # (T, n) bool: matched to an ignore region (neither TP nor FP)
+    n_gt: int  # regular ground-truth boxes of the class in the image
+
+
+def match_detections(
+    gts: dict[object, ImageBoxes],
+    preds: dict[object, ImageBoxes],
+    class_ids: Sequence[int],
+    ious: Sequence[float] = PAPER_IOUS,
+    max_dets: int | None = 100,
+    match: str = "iou",
+) -> dict[object, tuple[ClassMatches, ...]]:
+    """Per image of ``gts`` (missing predictions = none), one :class:`ClassMatches` per class of
+    ``class_ids``: its top ``max_dets`` detections of that class matched independently of every other
+    image, so AP over any list of images needs no new matching (:func:`accumulate`)."""
+    out = {}
+    for image_id, gt in gts.items():
+        pr = preds.get(image_id, ImageBoxes.empty())
+        rows = []
+        for cid in class_ids:
             g_sel = gt.labels == cid
             g_boxes = gt.boxes[g_sel].reshape(-1, 4)
             g_ign = (gt.ignore[g_sel] if gt.ignore is not None else np.zeros(g_sel.sum(), bool)).astype(bool)
-            n_gt += int((~g_ign).sum())
             d_sel = pr.labels == cid
             d_scores = pr.scores[d_sel] if pr.scores is not None else np.ones(d_sel.sum())
             order = np.argsort(-d_scores, kind="mergesort")
             if max_dets is not None:
                 order = order[:max_dets]
-            d_boxes = pr.boxes[d_sel].reshape(-1, 4)[order]
-            m, ig = _match_image(d_boxes, g_boxes, g_ign, ious, match)
-            scores.append(d_scores[order])
-            matched.append(m)
-            ignored.append(ig)
-        n_gt_all[cid] = n_gt
-        if n_gt == 0:
+            m, ig = _match_image(pr.boxes[d_sel].reshape(-1, 4)[order], g_boxes, g_ign, ious, match)
+            rows.append(ClassMatches(d_scores[order], m, ig, int((~g_ign).sum())))
+        out[image_id] = tuple(rows)
+    return out
+
+
+def accumulate(
+    matches: dict[object, tuple[ClassMatches, ...]], image_ids: Sequence[object], n_classes: int, n_ious: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """AP and recall ``(n_classes, n_ious)`` (NaN for a class without ground truth) and the ground-truth
+    count ``(n_classes,)`` over ``image_ids`` in that order (ties in score keep it); an id listed twice
+    counts twice, as in a bootstrap resample of the test set."""
+    ap = np.full((n_classes, n_ious), np.nan)
+    recall = np.full_like(ap, np.nan)
+    n_gt = np.zeros(n_classes, int)
+    for k in range(n_classes):
+        rows = [matches[i][k] for i in image_ids]
+        n_gt[k] = sum(r.n_gt for r in rows)
+        if n_gt[k] == 0:
             continue
-        all_scores = np.concatenate(scores) if scores else np.zeros(0)
-        order = np.argsort(-all_scores, kind="mergesort")
-        m_all = np.concatenate(matched, axis=1)[:, order] if matched else np.zeros((len(ious), 0), bool)
-        i_all = np.concatenate(ignored, axis=1)[:, order] if ignored else np.zeros((len(ious), 0), bool)
-        for t in range(len(ious)):
+        order = np.argsort(-np.concatenate([r.scores for r in rows]), kind="mergesort")
+        m_all = np.concatenate([r.matched for r in rows], axis=1)[:, order]
+        i_all = np.concatenate([r.ignored for r in rows], axis=1)[:, order]
+        for t in range(n_ious):
             keep = ~i_all[t]
-            tp = (m_all[t] & keep)[keep]
-            fp = (~m_all[t] & keep)[keep]
-            ap[k, t], recall[k, t] = interpolated_ap(tp, fp, n_gt)
-    confusion = class_confusion(gts, preds, classes, 0.5 if match == "centre" else confusion_iou, match)
-    names = tuple(classes[c] for c in class_ids)
-    return DetectionMetrics(class_ids, names, ious, ap, recall, n_gt_all, confusion)
+            ap[k, t], recall[k, t] = interpolated_ap((m_all[t] & keep)[keep], (~m_all[t] & keep)[keep], int(n_gt[k]))
+    return ap, recall, n_gt
 
 
 def class_confusion(
