@@ -25,6 +25,7 @@ import numpy as np
 from wsi_pipeline.io import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
+PREDICTIONS = "test_predictions.json"  # a run's detections on the test split (COCO results), for later analyses
 
 
 def worker_init(threads: int) -> None:
@@ -40,13 +41,14 @@ def worker_init(threads: int) -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
-def score(folder: Path, coco_json: Path):  # type: ignore[no-untyped-def]
-    """DetectionMetrics of a run's checkpoint (best.pt, else last.pt) on the patches of ``coco_json``."""
+def score(folder: Path, coco_json: Path, save_pred: Path | None = None):  # type: ignore[no-untyped-def]
+    """DetectionMetrics of a run's checkpoint (best.pt, else last.pt) on the patches of ``coco_json``;
+    ``save_pred`` keeps the detections as COCO results (scored from memory, as before, not re-read)."""
     import torch
 
     from wsi_pipeline.data.datasets import CocoPatchDataset
     from wsi_pipeline.evaluation.detection import evaluate
-    from wsi_pipeline.inference.patches import coco_predictions
+    from wsi_pipeline.inference.patches import coco_predictions, to_coco_results
     from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
 
     best = folder / "checkpoints" / "best.pt"
@@ -55,6 +57,8 @@ def score(folder: Path, coco_json: Path):  # type: ignore[no-untyped-def]
     patches = CocoPatchDataset(coco_json)
     patches.check_mpp(config.model.input_mpp)
     gts, preds = coco_predictions(model.to(device), patches, device)
+    if save_pred is not None:
+        write_json_atomic(save_pred, to_coco_results(preds, patches))
     return evaluate(gts, preds)
 
 
@@ -75,7 +79,7 @@ def run_one(
     started = time.perf_counter()
     logging.getLogger(__name__).info("run %s: fraction %g, seed %d", folder.name, fraction, seed)
     trained = run_training(config, folder, resume=(folder / "checkpoints" / "last.pt").is_file(), progress=progress)
-    metrics = score(folder, test_json)
+    metrics = score(folder, test_json, folder / PREDICTIONS)
     result = {
         "fraction": fraction,
         "seed": seed,
