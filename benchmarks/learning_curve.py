@@ -41,6 +41,12 @@ def worker_init(threads: int) -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
+def scored_checkpoint(folder: Path) -> Path:
+    """The checkpoint a run is scored with: best.pt (validation chose it), else last.pt."""
+    best = folder / "checkpoints" / "best.pt"
+    return best if best.is_file() else folder / "checkpoints" / "last.pt"
+
+
 def score(folder: Path, coco_json: Path, save_pred: Path | None = None):  # type: ignore[no-untyped-def]
     """DetectionMetrics of a run's checkpoint (best.pt, else last.pt) on the patches of ``coco_json``;
     ``save_pred`` keeps the detections as COCO results (scored from memory, as before, not re-read)."""
@@ -51,8 +57,7 @@ def score(folder: Path, coco_json: Path, save_pred: Path | None = None):  # type
     from wsi_pipeline.inference.patches import coco_predictions, to_coco_results
     from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
 
-    best = folder / "checkpoints" / "best.pt"
-    model, config = model_from_checkpoint(best if best.is_file() else folder / "checkpoints" / "last.pt")
+    model, config = model_from_checkpoint(scored_checkpoint(folder))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     patches = CocoPatchDataset(coco_json)
     patches.check_mpp(config.model.input_mpp)

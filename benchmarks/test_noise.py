@@ -32,7 +32,7 @@ import numpy as np
 from wsi_pipeline.io import write_json_atomic, write_text_atomic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learning_curve import PREDICTIONS
+from learning_curve import PREDICTIONS, scored_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 V3_TEST = ROOT / "data" / "synthpap-v3" / "patches" / "test.json"
@@ -74,9 +74,7 @@ def predictions(folder: Path, gt: Path, out: Path):  # type: ignore[no-untyped-d
     if cache.is_file():
         return load_coco(gt, cache)[:2]
     log.info("predicting %s/%s", folder.parent.name, folder.name)
-    best = folder / "checkpoints" / "best.pt"
-    checkpoint = best if best.is_file() else folder / "checkpoints" / "last.pt"
-    gts, preds, _ = predict_coco_file(gt, checkpoint, torch.device("cpu"), cache)
+    gts, preds, _ = predict_coco_file(gt, scored_checkpoint(folder), torch.device("cpu"), cache)
     return gts, preds
 
 
