@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -11,7 +12,7 @@ import openslide
 import pytest
 import tifffile
 
-from wsi_pipeline.config import load_config
+from wsi_pipeline.config import SynthConfig, load_config
 from wsi_pipeline.data.geojson_io import read_geojson
 from wsi_pipeline.slide.backends import TiffReader
 from wsi_pipeline.synth import GENERATOR_VERSION
@@ -89,6 +90,18 @@ def test_same_seed_same_pixels_and_labels_different_seed_differs(tmp_path: Path,
     assert np.array_equal(pa, pb) and la == lb
     assert a.manifests[0]["tiff_sha256"] == b.manifests[0]["tiff_sha256"]
     assert not np.array_equal(pa, pc) and la != lc
+
+
+def test_extra_test_slides_extend_the_test_split_and_keep_every_other_slide():
+    base = SynthConfig(seed=5, labeled_slides=10, unlabeled_slides=3, split=(0.6, 0.2, 0.2))
+    plans = plan_slides(base)
+    more = plan_slides(dataclasses.replace(base, extra_test_slides=4))
+    assert [p for p in more if p.slide_id.startswith("U")] == [p for p in plans if p.slide_id.startswith("U")]
+    assert more[:10] == plans[:10]  # same ids, roles, random streams: the same slides
+    assert [(p.slide_id, p.role, p.stream, p.index) for p in more[10:14]] == [
+        (f"L{i + 1:04d}", "test", 1, i) for i in range(10, 14)
+    ]
+    assert sum(p.role == "test" for p in more) == sum(p.role == "test" for p in plans) + 4 == 6
 
 
 def test_ground_truth_boxes_inside_slide_and_around_nuclei(tiny_dataset: Path, tiny_config):

@@ -61,8 +61,9 @@ class SlidePlan:
 
 
 def plan_slides(cfg: SynthConfig) -> list[SlidePlan]:
-    """Slide ids and roles. Labeled slides are split train/val/test by slide (shuffled with the seed)."""
-    roles = assign_splits(cfg.labeled_slides, cfg.split, cfg.seed)
+    """Slide ids and roles. Labeled slides are split train/val/test by slide (shuffled with the seed); the
+    ``extra_test_slides`` after them are all test, so a larger test split keeps the same train/val slides."""
+    roles = assign_splits(cfg.labeled_slides, cfg.split, cfg.seed) + ["test"] * cfg.extra_test_slides
     plans = [SlidePlan(f"L{i + 1:04d}", role, _ROLE_STREAM["labeled"], i) for i, role in enumerate(roles)]
     plans += [
         SlidePlan(f"U{i + 1:04d}", "unlabeled", _ROLE_STREAM["unlabeled"], i) for i in range(cfg.unlabeled_slides)
