@@ -47,30 +47,89 @@ def scored_checkpoint(folder: Path) -> Path:
     return best if best.is_file() else folder / "checkpoints" / "last.pt"
 
 
+FIRST_TEST_SET = "synthpap-v3"  # the dataset whose test scores keep the plain names (result.json, PREDICTIONS)
+
+
+def scored_files(folder: Path, test_json: Path) -> tuple[Path, Path]:
+    """``(scores, test detections)`` of a run on ``test_json`` (``<data>/<dataset>/patches/test.json``):
+    ``result.json`` and ``test_predictions.json`` on synthpap-v3, where the tables began, else
+    ``result-<dataset>.json`` and ``test_predictions-<dataset>.json``. Training does not depend on the
+    test split, so one trained run is scored on every test split that shares its train/val slides."""
+    dataset = test_json.resolve().parents[1].name
+    suffix = "" if dataset == FIRST_TEST_SET else f"-{dataset}"
+    return folder / f"result{suffix}.json", folder / f"test_predictions{suffix}.json"
+
+
+def _slide_digests(dataset: Path) -> dict[str, str]:
+    """{slide id: SHA-256 of its TIFF} from a synth dataset's slide manifests."""
+    found = {}
+    for manifest in (dataset / "slides").glob("*.json"):
+        digest = json.loads(manifest.read_text()).get("tiff_sha256")
+        if digest:
+            found[manifest.stem] = digest
+    return found
+
+
+def saved_detections(folder: Path, patches):  # type: ignore[no-untyped-def]
+    """Detections a run saved on another synth dataset's test split (``test_predictions*.json``, see
+    :func:`scored_files`), for the patches of ``patches`` that are the same patch (file name) of the same
+    slide (its TIFF's SHA-256), keyed by ``patches``' image ids: a test split that contains a smaller one
+    predicts only its new slides. The checkpoint is the one both were scored with (runs are finished)."""
+    from wsi_pipeline.data.coco import read_coco
+    from wsi_pipeline.evaluation.inputs import load_coco
+    from wsi_pipeline.types import ImageBoxes
+
+    here = patches.path.resolve().parents[1]
+    digests = _slide_digests(here)
+    by_name = {img["file_name"]: (int(img["id"]), str(img.get("slide_id", ""))) for img in patches.images}
+    empty = ImageBoxes(np.zeros((0, 4)), np.zeros(0, int), scores=np.zeros(0))
+    found = {}
+    for saved in sorted(folder.glob("test_predictions*.json")):
+        other = here.parent / (saved.stem.removeprefix("test_predictions").removeprefix("-") or FIRST_TEST_SET)
+        gt = other / "patches" / "test.json"
+        if other == here or not gt.is_file():
+            continue
+        same = {s for s, d in _slide_digests(other).items() if digests.get(s) == d}
+        preds = load_coco(gt, saved)[1]
+        for img in read_coco(gt).images:
+            image_id, slide = by_name.get(img["file_name"], (None, None))
+            if image_id is not None and slide in same and str(img.get("slide_id", "")) == slide:
+                found[image_id] = preds.get(int(img["id"]), empty)
+    return found
+
+
 def score(folder: Path, coco_json: Path, save_pred: Path | None = None):  # type: ignore[no-untyped-def]
     """DetectionMetrics of a run's checkpoint (best.pt, else last.pt) on the patches of ``coco_json``;
-    ``save_pred`` keeps the detections as COCO results (scored from memory, as before, not re-read)."""
+    ``save_pred`` keeps the detections as COCO results (scored from memory, not re-read). Patches the run
+    already predicted on another test split (:func:`saved_detections`) are not predicted again."""
     import torch
 
     from wsi_pipeline.data.datasets import CocoPatchDataset
     from wsi_pipeline.evaluation.detection import evaluate
-    from wsi_pipeline.inference.patches import coco_predictions, to_coco_results
+    from wsi_pipeline.inference.patches import coco_ground_truth, predict_patches, to_coco_results
     from wsi_pipeline.modeling.checkpoint import model_from_checkpoint
 
     model, config = model_from_checkpoint(scored_checkpoint(folder))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     patches = CocoPatchDataset(coco_json)
     patches.check_mpp(config.model.input_mpp)
-    gts, preds = coco_predictions(model.to(device), patches, device)
+    preds = saved_detections(folder, patches)
+    todo = patches.only_slides({str(img.get("slide_id", "")) for img in patches.images if int(img["id"]) not in preds})
+    if preds:
+        logging.getLogger(__name__).info(
+            "%s: %d of %d patches predicted before; predicting %d", folder.name, len(preds), len(patches), len(todo)
+        )
+    preds.update(predict_patches(model.to(device), todo, device))
     if save_pred is not None:
         write_json_atomic(save_pred, to_coco_results(preds, patches))
-    return evaluate(gts, preds)
+    return evaluate(coco_ground_truth(patches), preds)
 
 
 def run_one(
     config_name: str, overrides: list[str], fraction: float, seed: int, test_json: Path, folder: Path, progress: bool
 ) -> dict:
-    """Train (or resume) one run and evaluate its checkpoint on the test split; cached in ``result.json``."""
+    """Train (or resume) one run and evaluate its checkpoint on the test split; cached per test split
+    (:func:`scored_files`). A run already trained and scored on another test split is only scored."""
     from wsi_pipeline.config import load_config
     from wsi_pipeline.engine.run import run_training
 
@@ -78,19 +137,25 @@ def run_one(
     saved = folder / "config.yaml"
     if saved.is_file() and load_config(saved) != config:
         raise SystemExit(f"{folder}: holds a run with other settings; remove it or choose another --out")
-    result_path = folder / "result.json"
+    result_path, predictions = scored_files(folder, test_json)
     if result_path.is_file():
         return json.loads(result_path.read_text())
+    earlier = sorted(folder.glob("result*.json"))  # written after training: the run is trained
     started = time.perf_counter()
-    logging.getLogger(__name__).info("run %s: fraction %g, seed %d", folder.name, fraction, seed)
-    trained = run_training(config, folder, resume=(folder / "checkpoints" / "last.pt").is_file(), progress=progress)
-    metrics = score(folder, test_json, folder / PREDICTIONS)
+    if earlier:
+        trained = json.loads(earlier[0].read_text())
+        logging.getLogger(__name__).info("run %s: trained, scoring it on %s", folder.name, test_json)
+        kept = {k: trained[k] for k in ("train_slides", "train_patches", "seconds", "pseudo_quality") if k in trained}
+    else:
+        logging.getLogger(__name__).info("run %s: fraction %g, seed %d", folder.name, fraction, seed)
+        run = run_training(config, folder, resume=(folder / "checkpoints" / "last.pt").is_file(), progress=progress)
+        kept = {"train_slides": run.slides, "train_patches": run.patches}
+    metrics = score(folder, test_json, predictions)
     result = {
         "fraction": fraction,
         "seed": seed,
-        "train_slides": trained.slides,
-        "train_patches": trained.patches,
-        "seconds": round(time.perf_counter() - started, 1),
+        **kept,
+        "seconds": kept.get("seconds", round(time.perf_counter() - started, 1)),  # training (and first scoring)
         **metrics.summary(),
     }
     write_json_atomic(result_path, result, indent=1)

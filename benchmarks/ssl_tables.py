@@ -22,6 +22,7 @@ checkpoint; supervised runs are shared with ``benchmarks/learning_curve.py`` (``
     python benchmarks/ssl_tables.py --rows step-time         # one training step of each method, one process
     python benchmarks/ssl_tables.py --rows gradients         # each term's gradient size on the detector
     python benchmarks/ssl_tables.py --report                 # the tables from what is cached, nothing trained
+    python benchmarks/ssl_tables.py --rescore --test-json data/synthpap-v4/patches/test.json  # 100 test slides
 
 Markdown goes to stdout and ``OUT/tables.md``, everything to ``OUT/tables.json``.
 """
@@ -44,7 +45,7 @@ import numpy as np
 from wsi_pipeline.io import write_json_atomic, write_text_atomic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learning_curve import run_one, score, worker_init
+from learning_curve import run_one, score, scored_files, worker_init
 from ssl_pool import ORACLE, V3, oracle_json, pseudo_label_quality, truth_pool_json
 from ssl_probes import step_times, term_gradients
 
@@ -142,21 +143,21 @@ def ensure_pool(pool: Path, checkpoint: Path) -> None:
     write_text_atomic(pool / "mine_seconds.txt", f"{time.perf_counter() - started:.0f}\n")
 
 
-def train_runs(runs: list, out: Path, supervised_out: Path, pool: Path, jobs: int) -> dict:
+def train_runs(runs: list, out: Path, supervised_out: Path, pool: Path, jobs: int, test: Path) -> dict:
     args = []
     for preset, fraction, seed, extra in runs:
         overrides = list(extra) + ([] if preset in (SUPERVISED, ORACLE) else [f"train.unlabeled={pool}"])
         folder = folder_of(out, supervised_out, preset, fraction, seed, extra)
         if preset == ORACLE:  # the subset is in the file: train on all of it
             overrides += [f"train.train_json={oracle_json(out, pool, fraction, seed)}", "train.batch_size=4"]
-            args.append((SUPERVISED, overrides, 1.0, seed, V3 / "patches" / "test.json", folder))
+            args.append((SUPERVISED, overrides, 1.0, seed, test, folder))
             continue
         if preset in VARIANTS:
             settings, truth = VARIANTS[preset]
             overrides = [*extra, f"train.unlabeled={truth_pool_json(out, pool) if truth else pool}", *settings]
-            args.append(("dual_alignment", overrides, fraction, seed, V3 / "patches" / "test.json", folder))
+            args.append(("dual_alignment", overrides, fraction, seed, test, folder))
             continue
-        args.append((preset, overrides, fraction, seed, V3 / "patches" / "test.json", folder))
+        args.append((preset, overrides, fraction, seed, test, folder))
     if jobs == 1:
         results = [run_one(*a, True) for a in args]
     else:  # one run per core with one thread each, as the learning curve
@@ -167,14 +168,14 @@ def train_runs(runs: list, out: Path, supervised_out: Path, pool: Path, jobs: in
     return {(run[0], run[1], run[2], a[5]): res for run, a, res in zip(runs, args, results, strict=True)}
 
 
-def cached(runs: list, out: Path, supervised_out: Path) -> dict:
+def cached(runs: list, out: Path, supervised_out: Path, test: Path) -> dict:
+    """The scores on ``test`` of the runs that have them, keyed ``(preset, fraction, seed, folder)``."""
     found = {}
     for preset, fraction, seed, extra in runs:
-        path = folder_of(out, supervised_out, preset, fraction, seed, extra) / "result.json"
+        folder = folder_of(out, supervised_out, preset, fraction, seed, extra)
+        path = scored_files(folder, test)[0]
         if path.is_file():
-            found[(preset, fraction, seed, folder_of(out, supervised_out, preset, fraction, seed, extra))] = json.loads(
-                path.read_text()
-            )
+            found[(preset, fraction, seed, folder)] = json.loads(path.read_text())
     return found
 
 
@@ -275,10 +276,14 @@ def main() -> None:
     parser.add_argument("--supervised-out", type=Path, default=CURVE)
     parser.add_argument("--pool", type=Path, default=OUT / "pool")
     parser.add_argument("--mining-checkpoint", type=Path, default=MINER)
+    parser.add_argument("--test-json", type=Path, default=V3 / "patches" / "test.json",
+                        help="the test split scored (synthpap-v4's: the same training, 100 test slides)")  # fmt: skip
+    parser.add_argument("--rescore", action="store_true",
+                        help="score every trained run of the tables that lacks this test split's scores")  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(message)s")
     rows = args.rows + (["quick"] if args.quick else [])
-    if not rows and not args.report:
+    if not rows and not args.report and not args.rescore:
         parser.error("name --rows (or --quick, --report)")
     training = [r for r in rows if r not in ("step-time", "gradients")]
     every = runs_of(["table1", "table2", "noise", "tune", "oracle", "true-pseudo", "background", "quick-soft"])
@@ -287,14 +292,17 @@ def main() -> None:
         ensure_pool(args.pool, args.mining_checkpoint)
         runs = [r for r in runs_of(training) if (not args.only or r[0] in args.only)
                 and (args.seeds is None or r[2] in args.seeds)]  # fmt: skip
-        train_runs(runs, args.out, args.supervised_out, args.pool, args.jobs)
-    results = cached(every, args.out, args.supervised_out)
+        train_runs(runs, args.out, args.supervised_out, args.pool, args.jobs, args.test_json)
+    if args.rescore:  # trained runs only: a run with a score on some test split has finished training
+        trained = [r for r in every if any(folder_of(args.out, args.supervised_out, *r[:3], r[3]).glob("result*.json"))]
+        train_runs(trained, args.out, args.supervised_out, args.pool, args.jobs, args.test_json)
+    results = cached(every, args.out, args.supervised_out, args.test_json)
     for (preset, _f, _s, folder), result in results.items():  # pseudo-label quality of each SSL run, cached
         checkpoint = folder / "checkpoints" / "last.pt"
         done = "classes" in result.get("pseudo_quality", {})  # older caches lack the per-class counts
         if preset not in (SUPERVISED, ORACLE) and not done and checkpoint.is_file():
             result["pseudo_quality"] = pseudo_label_quality(checkpoint, args.pool)["0.5"]
-            write_json_atomic(folder / "result.json", result, indent=1)
+            write_json_atomic(scored_files(folder, args.test_json)[0], result, indent=1)
     md: list[str] = []
     out_json: dict = {"tables": {}}
     if (args.pool / "pool.json").is_file() and args.mining_checkpoint.is_file():
@@ -364,8 +372,9 @@ def main() -> None:
         out_json["step_time"] = lines
     text = "\n".join(md)
     print(text)
-    write_text_atomic(args.out / "tables.md", text + "\n")
-    write_json_atomic(args.out / "tables.json", out_json, indent=1)
+    tag = scored_files(args.out, args.test_json)[0].stem.removeprefix("result")  # "" on v3, else "-<dataset>"
+    write_text_atomic(args.out / f"tables{tag}.md", text + "\n")
+    write_json_atomic(args.out / f"tables{tag}.json", out_json, indent=1)
 
 
 if __name__ == "__main__":
