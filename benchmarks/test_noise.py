@@ -10,13 +10,15 @@ do not remove. A test set ``k`` times larger divides those by about ``sqrt(k)``.
 
     python benchmarks/test_noise.py                 # every cached run of the tables with its supervised pair
     python benchmarks/test_noise.py --fractions 0.25 --samples 100
+    python benchmarks/test_noise.py --gt data/synthpap-v4/patches/test.json   # 100 test slides
 
 Pairs are found in ``benchmarks/ssl_tables.py``'s folders: each ``SSL/<preset>/frac<f>_seed<s>`` with a
-``result.json`` against ``CURVE/frac<f>_seed<s>``, and the noise floor's extra initialisations of seed 0's
+score on ``--gt`` (``result.json`` on v3's test split, ``result-<dataset>.json`` on another) against
+``CURVE/frac<f>_seed<s>``, and the noise floor's extra initialisations of seed 0's
 labeled slides (``CURVE/frac0.25_seed<s>_subset0``) against seed 0. A run's test detections are the ones
-it saved when the tables scored it (``test_predictions.json``, COCO results as ``wsi-pipeline eval
+it saved when the tables scored it (``test_predictions[-<dataset>].json``, COCO results as ``wsi-pipeline eval
 --save-pred`` writes them); older runs are predicted once and cached in ``OUT/predictions/``. Markdown goes
-to stdout and ``OUT/test_noise.md``, numbers to ``OUT/test_noise.json``.
+to stdout and ``OUT/test_noise[-<dataset>].md``, numbers to ``OUT/test_noise[-<dataset>].json``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import numpy as np
 from wsi_pipeline.io import write_json_atomic, write_text_atomic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learning_curve import PREDICTIONS, scored_checkpoint
+from learning_curve import scored_checkpoint, scored_files
 
 ROOT = Path(__file__).resolve().parents[1]
 V3_TEST = ROOT / "data" / "synthpap-v3" / "patches" / "test.json"
@@ -42,35 +44,38 @@ OUT = ROOT / "data" / "bench" / "test-noise"
 log = logging.getLogger("test_noise")
 
 
-def find_pairs(ssl: Path, curve: Path, fractions: list[float] | None) -> list[tuple[str, Path, Path]]:
-    """``(group, run folder, supervised folder)`` of every finished run with a finished supervised pair;
-    ``group`` is ``<preset> <fraction>`` (the noise floor's runs: ``init seeds 0.25``)."""
+def find_pairs(ssl: Path, curve: Path, fractions: list[float] | None, gt: Path) -> list[tuple[str, Path, Path]]:
+    """``(group, run folder, supervised folder)`` of every run scored on ``gt`` with a supervised pair
+    scored on it; ``group`` is ``<preset> <fraction>`` (the noise floor's runs: ``init seeds 0.25``)."""
+
+    def scored(folder: Path) -> bool:
+        return scored_files(folder, gt)[0].is_file()
+
     pairs = []
-    for result in sorted(ssl.glob("*/frac*_seed*/result.json")):
-        folder = result.parent
+    for folder in sorted(f for f in ssl.glob("*/frac*_seed*") if scored(f)):
         tag = folder.name.removesuffix("_subset0")
         base = curve / tag
         fraction = float(tag.removeprefix("frac").split("_")[0])
-        if tag == folder.name and (base / "result.json").is_file() and (not fractions or fraction in fractions):
+        if tag == folder.name and scored(base) and (not fractions or fraction in fractions):
             pairs.append((f"{folder.parent.name} {fraction:g}", folder, base))
     if not fractions or 0.25 in fractions:
         for folder in sorted(curve.glob("frac0.25_seed*_subset0")):
-            if (folder / "result.json").is_file() and (curve / "frac0.25_seed0" / "result.json").is_file():
+            if scored(folder) and scored(curve / "frac0.25_seed0"):
                 pairs.append(("init seeds 0.25", folder, curve / "frac0.25_seed0"))
     return pairs
 
 
 def predictions(folder: Path, gt: Path, out: Path):  # type: ignore[no-untyped-def]
-    """``(gts, preds)`` per image id of the checkpoint a run's result.json scored (best.pt, else last.pt)
-    on ``gt``: the detections the run saved when it was scored, else predicted once and cached in ``out``."""
+    """``(gts, preds)`` per image id on ``gt`` of the checkpoint a run was scored with (best.pt, else last.pt):
+    the detections the run saved when it was scored, else predicted once and cached in ``out``."""
     import torch
 
     from wsi_pipeline.evaluation.inputs import load_coco
     from wsi_pipeline.inference.patches import predict_coco_file
 
-    cache = folder / PREDICTIONS
+    cache = scored_files(folder, gt)[1]
     if not cache.is_file():
-        cache = out / f"{folder.parent.name}--{folder.name}.json"
+        cache = out / f"{folder.parent.name}--{folder.name}{cache.name.removeprefix('test_predictions')}"
     if cache.is_file():
         return load_coco(gt, cache)[:2]
     log.info("predicting %s/%s", folder.parent.name, folder.name)
@@ -111,7 +116,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from wsi_pipeline.data.coco import read_coco
 
-    pairs = find_pairs(args.ssl, args.curve, args.fractions)
+    pairs = find_pairs(args.ssl, args.curve, args.fractions, args.gt)
     if not pairs:
         raise SystemExit(f"{args.ssl}: no finished run with a finished supervised pair in {args.curve}")
     (args.out / "predictions").mkdir(parents=True, exist_ok=True)
@@ -123,9 +128,9 @@ def main() -> None:
     for folder in dict.fromkeys(f for _, run, base in pairs for f in (run, base)):
         gts, preds = predictions(folder, args.gt, args.out / "predictions")
         maps[folder] = resampled_maps(gts, preds, images, draws) * 100
-        scored = 100 * json.loads((folder / "result.json").read_text())["overall"]["mAP"]
+        scored = 100 * json.loads(scored_files(folder, args.gt)[0].read_text())["overall"]["mAP"]
         if abs(maps[folder][0] - scored) > 0.05:  # the cache or the checkpoint is not what the table scored
-            log.warning("%s: mAP %.2f here against %.2f in its result.json", folder, maps[folder][0], scored)
+            log.warning("%s: mAP %.2f here against %.2f in its scores", folder, maps[folder][0], scored)
     lines = [
         f"Test set: {len(slides)} slides, {len(slide_of)} patches; {args.samples} resamples of its slides.\n",
         "| group | run | mAP | paired gain | std of the gain over resampled test sets |",
@@ -154,8 +159,9 @@ def main() -> None:
                                    "mean_gain_test_std": mean}  # fmt: skip
     text = "\n".join(lines)
     print(text)
-    write_text_atomic(args.out / "test_noise.md", text + "\n")
-    write_json_atomic(args.out / "test_noise.json", result, indent=1)
+    tag = scored_files(args.out, args.gt)[0].stem.removeprefix("result")  # "" on v3, else "-<dataset>"
+    write_text_atomic(args.out / f"test_noise{tag}.md", text + "\n")
+    write_json_atomic(args.out / f"test_noise{tag}.json", result, indent=1)
 
 
 if __name__ == "__main__":

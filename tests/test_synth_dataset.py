@@ -16,7 +16,7 @@ from wsi_pipeline.config import SynthConfig, load_config
 from wsi_pipeline.data.geojson_io import read_geojson
 from wsi_pipeline.slide.backends import TiffReader
 from wsi_pipeline.synth import GENERATOR_VERSION
-from wsi_pipeline.synth.dataset import generate_dataset, make_slide, plan_slides, scene_annotations
+from wsi_pipeline.synth.dataset import _params_hash, generate_dataset, make_slide, plan_slides, scene_annotations
 from wsi_pipeline.synth.render import render_region
 from wsi_pipeline.synth.style import SlideStyle
 
@@ -102,6 +102,8 @@ def test_extra_test_slides_extend_the_test_split_and_keep_every_other_slide():
         (f"L{i + 1:04d}", "test", 1, i) for i in range(10, 14)
     ]
     assert sum(p.role == "test" for p in more) == sum(p.role == "test" for p in plans) + 4 == 6
+    # a generated slide of the smaller dataset stays current (not regenerated) in the larger one
+    assert _params_hash(base, plans[0]) == _params_hash(dataclasses.replace(base, extra_test_slides=4), more[0])
 
 
 def test_ground_truth_boxes_inside_slide_and_around_nuclei(tiny_dataset: Path, tiny_config):

@@ -94,6 +94,7 @@ def scene_annotations(scene: Scene) -> list[Annotation]:
 def _params_hash(cfg: SynthConfig, plan: SlidePlan) -> str:
     params = config_to_dict(cfg)
     params.pop("export")
+    params.pop("extra_test_slides")  # which slides exist, not how one looks (its plan says that): v3's hashes hold
     payload = json.dumps({"cfg": params, "plan": asdict(plan), "generator": GENERATOR_VERSION}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
