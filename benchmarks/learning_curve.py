@@ -25,7 +25,6 @@ import numpy as np
 from wsi_pipeline.io import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
-PREDICTIONS = "test_predictions.json"  # a run's detections on the test split (COCO results), for later analyses
 
 
 def worker_init(threads: int) -> None:
@@ -47,7 +46,14 @@ def scored_checkpoint(folder: Path) -> Path:
     return best if best.is_file() else folder / "checkpoints" / "last.pt"
 
 
-FIRST_TEST_SET = "synthpap-v3"  # the dataset whose test scores keep the plain names (result.json, PREDICTIONS)
+FIRST_TEST_SET = "synthpap-v3"  # the dataset whose test scores keep the plain names (result.json, ...)
+
+
+def split_tag(test_json: Path) -> str:
+    """The name suffix of what is scored on ``test_json`` (``<data>/<dataset>/patches/test.json``): "" on
+    synthpap-v3, where the tables began, else ``-<dataset>``."""
+    dataset = test_json.resolve().parents[1].name
+    return "" if dataset == FIRST_TEST_SET else f"-{dataset}"
 
 
 def scored_files(folder: Path, test_json: Path) -> tuple[Path, Path]:
@@ -55,8 +61,7 @@ def scored_files(folder: Path, test_json: Path) -> tuple[Path, Path]:
     ``result.json`` and ``test_predictions.json`` on synthpap-v3, where the tables began, else
     ``result-<dataset>.json`` and ``test_predictions-<dataset>.json``. Training does not depend on the
     test split, so one trained run is scored on every test split that shares its train/val slides."""
-    dataset = test_json.resolve().parents[1].name
-    suffix = "" if dataset == FIRST_TEST_SET else f"-{dataset}"
+    suffix = split_tag(test_json)
     return folder / f"result{suffix}.json", folder / f"test_predictions{suffix}.json"
 
 

@@ -45,7 +45,7 @@ import numpy as np
 from wsi_pipeline.io import write_json_atomic, write_text_atomic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learning_curve import run_one, score, scored_files, worker_init
+from learning_curve import run_one, score, scored_files, split_tag, worker_init
 from ssl_pool import ORACLE, V3, oracle_json, pseudo_label_quality, truth_pool_json
 from ssl_probes import step_times, term_gradients
 
@@ -372,7 +372,7 @@ def main() -> None:
         out_json["step_time"] = lines
     text = "\n".join(md)
     print(text)
-    tag = scored_files(args.out, args.test_json)[0].stem.removeprefix("result")  # "" on v3, else "-<dataset>"
+    tag = split_tag(args.test_json)
     write_text_atomic(args.out / f"tables{tag}.md", text + "\n")
     write_json_atomic(args.out / f"tables{tag}.json", out_json, indent=1)
 

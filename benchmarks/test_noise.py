@@ -34,7 +34,7 @@ import numpy as np
 from wsi_pipeline.io import write_json_atomic, write_text_atomic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learning_curve import scored_checkpoint, scored_files
+from learning_curve import scored_checkpoint, scored_files, split_tag
 
 ROOT = Path(__file__).resolve().parents[1]
 V3_TEST = ROOT / "data" / "synthpap-v3" / "patches" / "test.json"
@@ -159,7 +159,7 @@ def main() -> None:
                                    "mean_gain_test_std": mean}  # fmt: skip
     text = "\n".join(lines)
     print(text)
-    tag = scored_files(args.out, args.gt)[0].stem.removeprefix("result")  # "" on v3, else "-<dataset>"
+    tag = split_tag(args.gt)
     write_text_atomic(args.out / f"test_noise{tag}.md", text + "\n")
     write_json_atomic(args.out / f"test_noise{tag}.json", result, indent=1)
 
