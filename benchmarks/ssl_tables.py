@@ -247,6 +247,27 @@ def pseudo_class_table(results: dict, classes: list[str]) -> list[str]:
     return lines
 
 
+def confusion_table(results: dict, classes: list[str]) -> list[str]:
+    """Markdown rows: where each semi-supervised run group's detections go against its paired supervised runs,
+    from the evaluator's confusion (each test lesion paired with its best-scoring detection at IoU >= 0.3),
+    counts summed over the seeds both have, as ``supervised -> method``."""
+    by = {(p, f, s): r["confusion"] for (p, f, s, folder), r in results.items()
+          if "confusion" in r and "subset0" not in folder.name and folder.parent.parent.name != "tune"}  # fmt: skip
+    lines = []
+    for preset, fraction in sorted({(p, f) for p, f, _ in by if p not in (SUPERVISED, ORACLE)}, key=lambda k: k[::-1]):
+        seeds = [s for p, f, s in by if (p, f) == (preset, fraction) and (SUPERVISED, f, s) in by]
+        if not seeds:
+            continue
+        pair = [[by[(SUPERVISED, fraction, s)] for s in seeds], [by[(preset, fraction, s)] for s in seeds]]
+        right = [[sum(m[c][c] for m in runs) for runs in pair] for c in classes]
+        other = [sum(m[c][d] for m in runs for c in classes for d in classes if c != d) for runs in pair]
+        missed = [sum(m[c]["missed"] for m in runs for c in classes) for runs in pair]
+        background = [sum(m["background"][d] for m in runs for d in classes) for runs in pair]
+        cells = [f"{a} -> {b}" for a, b in [*right, other, missed, background]]
+        lines.append(f"| {preset} | {fraction:.0%} | {len(seeds)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -343,6 +364,13 @@ def main() -> None:
             md += ["\n**Pseudo-labels on the pool per class** (score >= 0.5, seeds pooled): precision / recall "
                    "(pseudo-labels made)\n", f"| method | labeled | seeds | {' | '.join(classes)} |",
                    "|---|---|---|" + "---|" * len(classes), *per_class]  # fmt: skip
+        confusion = confusion_table(results, classes)
+        if confusion:
+            md += ["\n**Where the test lesions go** (the evaluator's confusion at IoU >= 0.3, seeds pooled, "
+                   "supervised -> method): lesions given their class, given another lesion class, missed; "
+                   "detections on no lesion, any score\n",
+                   f"| method | labeled | seeds | {' | '.join(classes)} | another class | missed | on no lesion |",
+                   "|---|---|---|" + "---|" * (len(classes) + 3), *confusion]  # fmt: skip
         noise = [r["overall"]["mAP"] for (p, f, s, folder), r in results.items()
                  if p == SUPERVISED and f == 0.25 and (s == 0 or "subset0" in folder.name)]  # fmt: skip
         if len(noise) > 1:
