@@ -187,6 +187,11 @@ def validation_map(folder: Path) -> float:
     return json.loads(cache.read_text())["overall"]["mAP"]
 
 
+def table_run(folder: Path) -> bool:
+    """Whether a run folder belongs in the tables: not a noise-floor rerun of seed 0's subset, not tuning."""
+    return "subset0" not in folder.name and folder.parent.parent.name != "tune"
+
+
 def _pm(values: list[float]) -> str:
     v = np.asarray(values, float) * 100
     return "-" if not len(v) else f"{v.mean():.1f} +- {v.std():.1f}"
@@ -195,8 +200,7 @@ def _pm(values: list[float]) -> str:
 def table(results: dict, presets: list[str], fraction: float, classes: list[str]) -> tuple[list[str], list[dict]]:
     """Markdown rows and JSON rows for ``presets`` at ``fraction``: mean +- std per class and mAP, and the
     paired gain over supervised (seeds both have)."""
-    by = {(p, s): r for (p, f, s, folder), r in results.items()
-          if f == fraction and "subset0" not in folder.name and folder.parent.parent.name != "tune"}  # fmt: skip
+    by = {(p, s): r for (p, f, s, folder), r in results.items() if f == fraction and table_run(folder)}
     lines, rows = [], []
     for preset in presets:
         seeds = sorted(s for p, s in by if p == preset)
@@ -233,7 +237,7 @@ def pseudo_class_table(results: dict, classes: list[str]) -> list[str]:
     groups: dict[tuple[str, float], list[dict]] = {}
     for (preset, fraction, _s, folder), result in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         quality = result.get("pseudo_quality", {})
-        if "classes" in quality and "subset0" not in folder.name and folder.parent.parent.name != "tune":
+        if "classes" in quality and table_run(folder):
             groups.setdefault((preset, fraction), []).append(quality["classes"])
     lines = []
     for (preset, fraction), runs in groups.items():
@@ -251,8 +255,9 @@ def confusion_table(results: dict, classes: list[str]) -> list[str]:
     """Markdown rows: where each semi-supervised run group's detections go against its paired supervised runs,
     from the evaluator's confusion (each test lesion paired with its best-scoring detection at IoU >= 0.3),
     counts summed over the seeds both have, as ``supervised -> method``."""
-    by = {(p, f, s): r["confusion"] for (p, f, s, folder), r in results.items()
-          if "confusion" in r and "subset0" not in folder.name and folder.parent.parent.name != "tune"}  # fmt: skip
+    by = {
+        (p, f, s): r["confusion"] for (p, f, s, folder), r in results.items() if "confusion" in r and table_run(folder)
+    }
     lines = []
     for preset, fraction in sorted({(p, f) for p, f, _ in by if p not in (SUPERVISED, ORACLE)}, key=lambda k: k[::-1]):
         seeds = [s for p, f, s in by if (p, f) == (preset, fraction) and (SUPERVISED, f, s) in by]
