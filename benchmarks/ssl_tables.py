@@ -251,13 +251,30 @@ def pseudo_class_table(results: dict, classes: list[str]) -> list[str]:
     return lines
 
 
-def confusion_table(results: dict, classes: list[str]) -> list[str]:
-    """Markdown rows: where each semi-supervised run group's detections go against its paired supervised runs,
-    from the evaluator's confusion (each test lesion paired with its best-scoring detection at IoU >= 0.3),
-    counts summed over the seeds both have, as ``supervised -> method``."""
-    by = {
-        (p, f, s): r["confusion"] for (p, f, s, folder), r in results.items() if "confusion" in r and table_run(folder)
-    }
+def confusions(results: dict, test: Path, min_score: float) -> dict:
+    """``(preset, fraction, seed) -> `` the evaluator's confusion of each table run on ``test`` (each test lesion
+    paired with its best-scoring detection at IoU >= 0.3): the one in its scores at ``min_score`` 0, else
+    recomputed from its saved test detections with those scoring below ``min_score`` left out."""
+    from wsi_pipeline.evaluation.detection import class_confusion
+    from wsi_pipeline.evaluation.inputs import load_coco
+    from wsi_pipeline.taxonomy import CLASS_NAMES
+
+    found = {}
+    for (p, f, s, folder), r in results.items():
+        detections = scored_files(folder, test)[1]
+        if not table_run(folder) or (min_score > 0 and not detections.is_file()):
+            continue
+        if min_score > 0:
+            gts, preds = load_coco(test, detections)[:2]
+            found[(p, f, s)] = class_confusion(gts, preds, CLASS_NAMES, min_score=min_score)
+        elif "confusion" in r:
+            found[(p, f, s)] = r["confusion"]
+    return found
+
+
+def confusion_table(by: dict, classes: list[str]) -> list[str]:
+    """Markdown rows: where each semi-supervised run group's detections go against its paired supervised runs
+    (``by``: :func:`confusions`), counts summed over the seeds both have, as ``supervised -> method``."""
     lines = []
     for preset, fraction in sorted({(p, f) for p, f, _ in by if p not in (SUPERVISED, ORACLE)}, key=lambda k: k[::-1]):
         seeds = [s for p, f, s in by if (p, f) == (preset, fraction) and (SUPERVISED, f, s) in by]
@@ -304,6 +321,9 @@ def main() -> None:
     parser.add_argument("--mining-checkpoint", type=Path, default=MINER)
     parser.add_argument("--test-json", type=Path, default=V3 / "patches" / "test.json",
                         help="the test split scored (synthpap-v4's: the same training, 100 test slides)")  # fmt: skip
+    parser.add_argument("--confusion-score", type=float, default=0.0,
+                        help="also the confusion table of the detections scoring at least this (from the saved "
+                             "test detections; 0: only the any-score table, from the cached scores)")  # fmt: skip
     parser.add_argument("--rescore", action="store_true",
                         help="score every trained run of the tables that lacks this test split's scores")  # fmt: skip
     args = parser.parse_args()
@@ -370,13 +390,15 @@ def main() -> None:
             md += ["\n**Pseudo-labels on the pool per class** (score >= 0.5, seeds pooled): precision / recall "
                    "(pseudo-labels made)\n", f"| method | labeled | seeds | {' | '.join(classes)} |",
                    "|---|---|---|" + "---|" * len(classes), *per_class]  # fmt: skip
-        confusion = confusion_table(results, classes)
-        if confusion:
-            md += ["\n**Where the test lesions go** (the evaluator's confusion at IoU >= 0.3, seeds pooled, "
-                   "supervised -> method): lesions given their class, given another lesion class, missed; "
-                   "detections on no lesion, any score\n",
-                   f"| method | labeled | seeds | {' | '.join(classes)} | another class | missed | on no lesion |",
-                   "|---|---|---|" + "---|" * (len(classes) + 3), *confusion]  # fmt: skip
+        for min_score in dict.fromkeys([0.0, args.confusion_score]):
+            confusion = confusion_table(confusions(results, args.test_json, min_score), classes)
+            if confusion:
+                scores = f"detections scoring >= {min_score:g}" if min_score else "detections of any score"
+                md += [f"\n**Where the test lesions go, {scores}** (the evaluator's confusion at IoU >= 0.3, "
+                       "seeds pooled, supervised -> method): lesions given their class, given another lesion class, "
+                       "missed; detections on no lesion\n",
+                       f"| method | labeled | seeds | {' | '.join(classes)} | another class | missed | on no lesion |",
+                       "|---|---|---|" + "---|" * (len(classes) + 3), *confusion]  # fmt: skip
         noise = [r["overall"]["mAP"] for (p, f, s, folder), r in results.items()
                  if p == SUPERVISED and f == 0.25 and (s == 0 or "subset0" in folder.name)]  # fmt: skip
         if len(noise) > 1:

@@ -9,6 +9,7 @@ from wsi_pipeline.evaluation.detection import (
     PAPER_IOUS,
     accumulate,
     box_iou,
+    class_confusion,
     evaluate,
     interpolated_ap,
     match_detections,
@@ -57,6 +58,10 @@ def test_confusion_counts_class_swaps_misses_and_false_positives():
     assert c["ASC-US"]["HSIL"] == 1  # an ASC-US cell called HSIL
     assert c["LSIL"]["missed"] == 1
     assert c["background"]["AGC"] == 1
+    confident = class_confusion(gt, pred, CLASSES, min_score=0.6)  # the AGC false positive scores 0.5
+    assert confident["ASC-US"]["HSIL"] == 1 and confident["background"]["AGC"] == 0
+    none = class_confusion(gt, pred, CLASSES, min_score=0.95)  # nothing left: both lesions missed
+    assert none["ASC-US"]["missed"] == 1 and none["LSIL"]["missed"] == 1 and none["ASC-US"]["HSIL"] == 0
 
 
 def _random_case(seed: int):

@@ -253,12 +253,14 @@ def class_confusion(
     classes: dict[int, str],
     iou: float = 0.3,
     match: str = "iou",
+    min_score: float = 0.0,
 ) -> dict[str, dict[str, int]]:
     """Confusion between lesion classes, class-agnostic matching at ``iou``.
 
     Each regular ground-truth box is paired with the highest-scoring unpaired detection of any class
     overlapping it by at least ``iou`` (greedy by score): rows are true classes, columns predicted
-    classes plus ``missed``; unpaired detections count in the ``background`` row.
+    classes plus ``missed``; unpaired detections count in the ``background`` row. Detections scoring
+    below ``min_score`` are left out (the confusion at an operating point; 0 keeps every detection).
     """
     names = {c: classes[c] for c in sorted(classes)}
     table = {n: {m: 0 for m in [*names.values(), "missed"]} for n in [*names.values(), "background"]}
@@ -268,6 +270,7 @@ def class_confusion(
         g_boxes, g_labels = gt.boxes[keep].reshape(-1, 4), gt.labels[keep]
         scores = pr.scores if pr.scores is not None else np.ones(len(pr.labels))
         order = np.argsort(-scores, kind="mergesort")
+        order = order[scores[order] >= min_score]
         d_boxes = pr.boxes.reshape(-1, 4)[order]
         if match == "centre":
             overlap = centre_hits(d_boxes, g_boxes)
