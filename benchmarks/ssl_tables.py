@@ -261,14 +261,18 @@ def confusions(results: dict, test: Path, min_score: float) -> dict:
 
     found = {}
     for (p, f, s, folder), r in results.items():
-        detections = scored_files(folder, test)[1]
-        if not table_run(folder) or (min_score > 0 and not detections.is_file()):
+        if not table_run(folder):
             continue
-        if min_score > 0:
-            gts, preds = load_coco(test, detections)[:2]
-            found[(p, f, s)] = class_confusion(gts, preds, CLASS_NAMES, min_score=min_score)
-        elif "confusion" in r:
-            found[(p, f, s)] = r["confusion"]
+        if not min_score:
+            if "confusion" in r:
+                found[(p, f, s)] = r["confusion"]
+            continue
+        detections = scored_files(folder, test)[1]
+        if not detections.is_file():
+            log.warning("%s: no saved test detections; left out of the score >= %g confusion", folder, min_score)
+            continue
+        gts, preds = load_coco(test, detections)[:2]
+        found[(p, f, s)] = class_confusion(gts, preds, CLASS_NAMES, min_score=min_score)
     return found
 
 
