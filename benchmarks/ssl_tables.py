@@ -69,7 +69,7 @@ VARIANTS = {  # rows that are the dual_alignment preset with settings: (settings
     TRUE_PSEUDO_BG: ((GIVEN, BACKGROUND), True),
     DA_BG: ((BACKGROUND,), False),
 }
-TABLE2 = ["curve-cpu", "csd", "mean_teacher", "soft_teacher", "dual_alignment-no-prototype",
+TABLE2 = ["curve-cpu", "csd", "mean_teacher", "soft_teacher", "soft_teacher-burn-in", "dual_alignment-no-prototype",
           "dual_alignment-no-proposal", "dual_alignment-no-bank", "dual_alignment",
           "soft_teacher_alignment"]  # fmt: skip
 FRACTIONS = [0.25, 0.5, 0.75, 1.0]

@@ -214,6 +214,27 @@ def test_proxies_learn_from_labeled_data_only():
     assert method.alignment.proxies.grad.abs().sum() > 0
 
 
+def test_a_burn_in_keeps_the_unlabeled_losses_off_until_start_iter_then_ramps_from_there():
+    from wsi_pipeline.config import SemiSupervisedConfig, SoftTeacherConfig
+    from wsi_pipeline.losses.metric import ramp_up
+
+    ssl = SemiSupervisedConfig(weight=2.0, start_iter=3, ramp_iters=4, soft_teacher=SoftTeacherConfig(threshold=0.0))
+    torch.manual_seed(0)
+    method = build_method(PipelineConfig(model=TINY, train=TrainConfig(method="soft_teacher", ssl=ssl))).train()
+    batch = _batch()
+    method.begin_step(2)
+    losses = method(batch)
+    assert method.weight == 0.0 and "pseudo_labels" not in method.diagnostics  # no teacher pass in the burn-in
+    assert all(float(losses[k].detach()) == 0.0 for k in method.loss_names)
+    method.begin_step(3)
+    assert method.weight == pytest.approx(2.0 * math.exp(-5))  # the ramp starts at start_iter, not at 0
+    method.begin_step(5)
+    assert method.weight == pytest.approx(2.0 * ramp_up(2, 4))
+    losses = method(batch)
+    assert method.diagnostics["pseudo_labels"] > 0 and float(losses["unsup_loss_classifier"].detach()) > 0
+    assert load_config("soft_teacher-burn-in").train.ssl.start_iter == 1000
+
+
 def test_soft_teacher_alignment_adds_the_alignment_terms_on_the_teachers_pseudo_boxes():
     from wsi_pipeline.config import DualAlignmentConfig, SemiSupervisedConfig, SoftTeacherConfig
 
