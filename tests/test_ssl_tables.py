@@ -1,0 +1,83 @@
+"""The report of ``benchmarks/ssl_tables.py`` on hand-made run results: mean +- std cells, paired gains over
+the seeds both runs have, the paired difference to a reference method, runs left out of the tables, and the
+confusion summary."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from ssl_tables import SUPERVISED, _pm, confusion_table, table
+
+CLASSES = ["ASC-US", "LSIL"]
+
+
+def _result(m: float, asc_us: float | None, seconds: float = 600.0) -> dict:
+    return {"overall": {"mAP": m}, "classes": {"ASC-US": {"mAP": asc_us}, "LSIL": {"mAP": m}}, "seconds": seconds}
+
+
+def _results(out: Path) -> dict:
+    runs = {
+        (SUPERVISED, 0): _result(0.50, 0.40),
+        (SUPERVISED, 1): _result(0.54, 0.44),
+        ("dual_alignment", 0): _result(0.48, 0.42),
+        ("dual_alignment", 1): _result(0.57, None),  # no ASC-US lesion found: AP 0
+        ("dual_alignment", 2): _result(0.60, 0.50),  # no supervised seed 2: in the mean, not in the gains
+    }
+    results = {(p, 1.0, s, out / p / f"frac1_seed{s}"): r for (p, s), r in runs.items()}
+    # a noise-floor rerun and a tuning run: never table rows
+    results[(SUPERVISED, 1.0, 0, out / SUPERVISED / "frac1_seed0_subset0")] = _result(0.10, 0.10)
+    results[("dual_alignment", 1.0, 0, out / "tune" / "dual_alignment-weight0.1" / "frac1_seed0")] = _result(0.9, 0.9)
+    return results
+
+
+def test_pm_is_mean_and_population_std_in_percent() -> None:
+    assert _pm([0.5, 0.7]) == "60.0 +- 10.0"
+    assert _pm([]) == "-"
+
+
+def test_table_rows_gains_and_versus(tmp_path: Path) -> None:
+    lines, rows = table(_results(tmp_path), [SUPERVISED, "dual_alignment", "csd"], 1.0, CLASSES, "dual_alignment")
+    assert lines[0] == ("| method | seeds | mAP | paired gain | paired vs dual_alignment | ASC-US (gain) | LSIL (gain) "
+                        "| pseudo-label precision / recall | minutes |")  # fmt: skip
+    assert lines[1] == "|" + "---|" * 9
+    assert len(lines) == 4 and len(rows) == 2  # csd has no run: no row
+    supervised, ours = rows
+    assert supervised["seeds"] == [0, 1] and supervised["gains"] == {}
+    # supervised minus dual alignment per seed: +0.02, -0.03
+    assert supervised["versus"]["dual_alignment"] == [0.50 - 0.48, 0.54 - 0.57]
+    assert lines[2].startswith(f"| {SUPERVISED} | 2 | 52.0 +- 2.0 | - | -0.5 +- 2.5 | 42.0 +- 2.0 |")
+    assert ours["seeds"] == [0, 1, 2]
+    assert ours["metrics"]["ASC-US"] == [0.42, 0.0, 0.50]
+    # gains over seeds 0 and 1 only: mAP -0.02, +0.03; ASC-US +0.02, -0.44
+    assert ours["gains"]["mAP"] == [0.48 - 0.50, 0.57 - 0.54]
+    assert ours["gains"]["ASC-US"] == [0.42 - 0.40, 0.0 - 0.44]
+    assert lines[3] == ("| dual_alignment | 3 | 55.0 +- 5.1 | 0.5 +- 2.5 | - | 30.7 +- 21.9 (-21.0 +- 23.0) | "
+                        "55.0 +- 5.1 (0.5 +- 2.5) | - / - | 10 |")  # fmt: skip
+
+
+def test_table_without_runs_is_empty(tmp_path: Path) -> None:
+    assert table(_results(tmp_path), ["csd"], 1.0, CLASSES) == ([], [])
+    assert table(_results(tmp_path), [SUPERVISED], 0.25, CLASSES) == ([], [])
+
+
+def _confusion(right: int, other: int, missed: int, background: int) -> dict:
+    """Every class alike: ``right`` lesions given their class, ``other`` given the other class."""
+    matrix = {c: {c: right, "missed": missed, **{d: other for d in CLASSES if d != c}} for c in CLASSES}
+    return {**matrix, "background": {d: background for d in CLASSES}}
+
+
+def test_confusion_table_sums_seeds_both_have() -> None:
+    by = {
+        (SUPERVISED, 1.0, 0): _confusion(10, 2, 1, 5),
+        (SUPERVISED, 1.0, 1): _confusion(20, 4, 2, 10),
+        ("dual_alignment", 1.0, 0): _confusion(9, 3, 0, 6),
+        ("dual_alignment", 1.0, 1): _confusion(21, 1, 3, 12),
+        ("dual_alignment", 1.0, 2): _confusion(99, 99, 99, 99),  # no supervised seed 2: left out
+        ("csd", 0.25, 0): _confusion(1, 1, 1, 1),  # no supervised run at 25%: no row
+    }
+    # per class right 10+20 -> 9+21; another class 2 classes x (2+4) -> 2 x (3+1); missed 2 x (1+2) -> 2 x 3;
+    # on no lesion 2 x (5+10) -> 2 x (6+12)
+    assert confusion_table(by, CLASSES) == ["| dual_alignment | 100% | 2 | 30 -> 30 | 30 -> 30 | 12 -> 8 | 6 -> 6 | "
+                                            "30 -> 36 |"]  # fmt: skip
