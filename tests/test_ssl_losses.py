@@ -168,6 +168,9 @@ def test_collapse_watch_warns_once_per_episode():
     assert len(warned) == 1 and "LSIL holds 100%" in warned[0]
     assert watch.update(one_class, {}) == []
     assert watch.update(None, {}) == []  # a step without pseudo-labelling leaves the counts alone
+    fresh = CollapseWatch(patience=3, min_count=4)  # a run's first steps: one class, but not yet 3 iterations
+    assert fresh.update(one_class, {}) == [] and fresh.update(one_class, {}) == []
+    assert "LSIL holds 100% of the pseudo-labels of the last 3 iterations" in fresh.update(one_class, {})[0]
     watch = CollapseWatch(patience=3)
     for k in range(30):  # zero on steps without pseudo-labels: a later non-zero value is no explosion
         assert watch.update(None, {"unsup_pml": 0.5 if k % 2 else 0.0}) == []

@@ -5,7 +5,7 @@ loss terms, and returns the warnings to emit, each once per episode:
 
 - no pseudo-label for ``patience`` iterations in a row (threshold too high, or the detector too weak);
 - one class holding more than ``max_share`` of the pseudo-labels of the last ``patience`` iterations
-  (counted once at least ``min_count`` were made);
+  (counted once ``patience`` iterations have pseudo-labelled and at least ``min_count`` labels were made);
 - a loss term whose size is above ``jump`` times the median size of its non-zero values among the last
   ``history`` (and above ``floor``).
 """
@@ -54,7 +54,8 @@ class CollapseWatch:
                 )
             self.window.append(counts)
             total = np.sum(self.window, axis=0)
-            share = total.max() / total.sum() if total.sum() >= self.min_count else 0.0
+            full = len(self.window) == self.patience  # not on a run's first steps: a random head's bias
+            share = total.max() / total.sum() if full and total.sum() >= self.min_count else 0.0
             if share > self.max_share and not self.one_class:
                 name = CLASS_CODES[int(total.argmax())]
                 warnings.append(
