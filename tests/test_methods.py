@@ -22,7 +22,11 @@ TINY = ModelConfig(
 
 # 3 SGD steps (lr 0.02, momentum 0.9) of the tiny detector at seed 0, stream reseeded at 0 + 1000003, on
 # two random images (generator seed 1), one thread. Equal, bit for bit, to torchvision's own
-# FasterRCNN.forward as called before the methods existed (commit dacc958 with the same reseed).
+# FasterRCNN.forward as called before the methods existed (commit dacc958 with the same reseed), on the
+# machine that set them. Step 0 is a forward pass: rel 1e-4. Step 2 follows two SGD steps, and another CPU's
+# kernels (an AVX2-only AMD EPYC) moved its classifier loss by 1.3e-3 of itself: hence rel 5e-3 there. A
+# 1% change of the learning rate already moves step 2's box loss by 1.6%, and a dropped or detached term
+# by far more.
 GOLDEN = {
     0: {
         "sup_loss_classifier": 1.7432022094726562,
@@ -64,7 +68,7 @@ def test_supervised_losses_match_the_golden_values():
     finally:
         torch.set_num_threads(threads)
     for step, expected in GOLDEN.items():
-        assert seen[step] == pytest.approx(expected, rel=1e-4), f"step {step}: {seen[step]}"
+        assert seen[step] == pytest.approx(expected, rel=1e-4 if step == 0 else 5e-3), f"step {step}: {seen[step]}"
 
 
 def test_the_registry_builds_methods_by_name_and_names_the_known_ones():
