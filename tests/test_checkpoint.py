@@ -84,3 +84,42 @@ def test_a_format_1_checkpoint_loads_for_inference_with_a_warning_and_is_not_res
 
     with pytest.raises(ValueError, match="format-1 checkpoint cannot be resumed"):
         run_training(PipelineConfig(model=TINY), run, resume=True, progress=False)
+
+
+def test_a_run_starts_from_another_checkpoints_detector_and_fresh_method_parts(tmp_path: Path, caplog):
+    """``train.init_checkpoint``: the detector (here inside dual alignment) takes the saved supervised weights;
+    the projection head and proxies are the method's own fresh ones; a resumed run does not read the file."""
+    from dataclasses import replace
+
+    from wsi_pipeline.distributed import DistInfo
+    from wsi_pipeline.engine.run import build_model
+
+    saved, path = _save(tmp_path / "c.pt")
+    config = PipelineConfig(model=TINY, train=TrainConfig(val_json=None, method="dual_alignment", seed=5))
+    fresh = build_model(config, torch.device("cpu"), DistInfo())
+    started = build_model(replace(config, train=replace(config.train, init_checkpoint=str(path))),
+                          torch.device("cpu"), DistInfo())  # fmt: skip
+    assert all(torch.equal(v, started.detector.state_dict()[k]) for k, v in saved.detector.state_dict().items())
+    assert not torch.equal(fresh.detector.state_dict()["roi_heads.box_predictor.cls_score.weight"],
+                           started.detector.state_dict()["roi_heads.box_predictor.cls_score.weight"])  # fmt: skip
+    fresh_rest = {k: v for k, v in fresh.state_dict().items() if not k.startswith("detector.")}
+    assert fresh_rest and all(torch.equal(v, started.state_dict()[k]) for k, v in fresh_rest.items())
+    path.unlink()  # resuming never needs the file
+    resumed = build_model(replace(config, train=replace(config.train, init_checkpoint=str(path))),
+                          torch.device("cpu"), DistInfo(), resuming=True)  # fmt: skip
+    assert torch.equal(resumed.detector.state_dict()["roi_heads.box_predictor.cls_score.weight"],
+                       fresh.detector.state_dict()["roi_heads.box_predictor.cls_score.weight"])  # fmt: skip
+    with pytest.raises(ValueError, match=r"c\.pt: checkpoint not found"):
+        build_model(replace(config, train=replace(config.train, init_checkpoint=str(path))),
+                    torch.device("cpu"), DistInfo())  # fmt: skip
+
+
+def test_an_init_checkpoint_for_another_model_is_refused_and_another_mpp_warned(tmp_path: Path, caplog):
+    from wsi_pipeline.modeling import build_detector
+    from wsi_pipeline.modeling.checkpoint import init_detector_from
+
+    _, path = _save(tmp_path / "c.pt")
+    with pytest.raises(ValueError, match=r"c\.pt: the detector weights do not fit model settings"):
+        init_detector_from(build_detector(ModelConfig(backbone="tiny", fpn_channels=32)), path, TINY.mpp)
+    init_detector_from(build_detector(TINY), path, 0.5)
+    assert "trained at 0.25 um/px, this run works at 0.5 um/px" in caplog.text

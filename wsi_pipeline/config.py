@@ -343,6 +343,9 @@ class TrainConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
     labeled_fraction: Annotated[float, Field(gt=0, le=1), _Number] = 1.0  # share of labeled *slides* used
     subset_seed: Int | None = None  # seeds the choice of labeled slides (None: train.seed)
+    # start from the detector of this checkpoint (any method's, e.g. the supervised one that mined the pool);
+    # the method's own parts, the optimiser and the schedule start fresh. A resumed run keeps its own state.
+    init_checkpoint: str | None = None
     crop_size: PositiveInt | None = None  # train on random crops of this many input pixels (None: whole patches)
     crop_min_visible: Fraction = 0.5  # a lesion cut by the crop stays a target when this fraction is inside
     augment: AugmentConfig = field(default_factory=AugmentConfig)

@@ -40,7 +40,8 @@ from wsi_pipeline.evaluation.detection import evaluate
 from wsi_pipeline.inference.patches import coco_ground_truth, predict_patches
 from wsi_pipeline.io import exclusive_folder, remove_stale_temporaries
 from wsi_pipeline.methods import TrainingMethod, build_method, method_class
-from wsi_pipeline.modeling.checkpoint import load_checkpoint
+from wsi_pipeline.modeling import build_detector
+from wsi_pipeline.modeling.checkpoint import init_detector_from, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -151,13 +152,19 @@ def build_unlabeled_set(config: PipelineConfig) -> UnlabeledSet:
     return pool
 
 
-def build_model(config: PipelineConfig, device: torch.device, dist_info: DistInfo) -> torch.nn.Module:
-    """The training method on ``device`` (same initial weights on every rank: seeded by ``train.seed``),
-    wrapped in DDP under torchrun. The global random stream is then reseeded, so the samplers' draws do not
-    depend on what the method initialised."""
+def build_model(
+    config: PipelineConfig, device: torch.device, dist_info: DistInfo, *, resuming: bool = False
+) -> torch.nn.Module:
+    """The training method on ``device`` (same initial weights on every rank: seeded by ``train.seed``, the
+    detector's from ``train.init_checkpoint`` when set and not ``resuming``), wrapped in DDP under torchrun.
+    The global random stream is then reseeded, so the samplers' draws do not depend on what the method
+    initialised."""
     cfg = config.train
     torch.manual_seed(cfg.seed)
-    method = build_method(config).to(device)
+    detector = build_detector(config.model)
+    if cfg.init_checkpoint and not resuming:
+        init_detector_from(detector, cfg.init_checkpoint, config.model.mpp)
+    method = build_method(config, detector).to(device)
     torch.manual_seed(cfg.seed + _STREAM_SEED_OFFSET)
     if cfg.channels_last and device.type == "cuda":
         method = method.to(memory_format=torch.channels_last)
@@ -252,7 +259,7 @@ def _train(config: PipelineConfig, out: Path, resume: bool, progress: bool, dist
     device = select_device(cfg.device, dist_info.local_rank)
     train_set = build_train_set(config)
     pool = build_unlabeled_set(config) if method_class(cfg.method).uses_unlabeled else None
-    model = build_model(config, device, dist_info)
+    model = build_model(config, device, dist_info, resuming=state is not None)
     optimizer = build_optimizer(config, model)
     hooks, evaluator = build_hooks(config, out, device, dist_info, progress and dist_info.is_main)
     trainer = Trainer(

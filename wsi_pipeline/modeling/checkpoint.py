@@ -129,10 +129,26 @@ def model_from_checkpoint(path: str | Path, map_location: str | torch.device = "
     data = load_checkpoint(path, map_location)
     config = config_from_dict(data["config"], source=str(path))
     model = build_detector(config.model)
+    _load_detector_state(model, data, path)
+    return model.eval(), config
+
+
+def init_detector_from(detector: torch.nn.Module, path: str | Path, mpp: float) -> None:
+    """Start ``detector`` (built for a run at ``mpp`` microns per pixel) from the inference weights of any
+    method's checkpoint at ``path``; ``ValueError`` naming the file when they do not fit. A detector trained
+    at another resolution still loads, with a warning: its features were learnt at that scale."""
+    data = load_checkpoint(path)
+    _load_detector_state(detector, data, Path(path))
+    trained_mpp = data.get("config", {}).get("model", {}).get("mpp")
+    if trained_mpp is not None and abs(float(trained_mpp) - mpp) > 1e-9:
+        log.warning("%s: trained at %g um/px, this run works at %g um/px", path, trained_mpp, mpp)
+    log.info("detector weights from %s (its iteration %s)", path, data.get("iteration", "?"))
+
+
+def _load_detector_state(detector: torch.nn.Module, data: dict[str, Any], path: Path) -> None:
     try:
-        model.load_state_dict(data["detector"])
+        detector.load_state_dict(data["detector"])
     except RuntimeError as err:
         raise ValueError(
             f"{path}: the detector weights do not fit model settings ({str(err).splitlines()[0]})"
         ) from None
-    return model.eval(), config
