@@ -85,6 +85,7 @@ def test_demo_runs_every_stage_and_reuses_its_outputs(tmp_path: Path, tiny_overr
     assert (
         "unlabeled: " in (ssl / "config.yaml").read_text()
         and "method: dual_alignment" in (ssl / "config.yaml").read_text()
+        and f"init_checkpoint: {tmp_path / 'train' / 'checkpoints' / 'last.pt'}" in (ssl / "config.yaml").read_text()
     )
     assert "mAP" in json.loads((ssl / "test_report.json").read_text())["overall"]
     again = CliRunner().invoke(cli, args)  # finished stages are reused, not redone or refused

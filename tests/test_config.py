@@ -109,6 +109,10 @@ def test_a_preset_extends_its_base_key_by_key(tmp_path):
     demo, curve = load_config("demo"), load_config("curve-cpu")
     assert demo.model == curve.model  # the demo's detector is the curve-cpu model, not a copy of its settings
     assert demo.train.max_iter == 400 and demo.train.lr == curve.train.lr and demo.synth.seed == 7
+    ssl = load_config("demo-dual_alignment")  # the demo's second step goes on from the first one's detector
+    assert ssl.model == demo.model and ssl.synth == demo.synth and ssl.train.method == "dual_alignment"
+    final_lr = demo.train.lr * demo.train.lr_gamma ** len(demo.train.lr_steps)
+    assert abs(ssl.train.lr - final_lr) < 1e-12 and ssl.train.ssl.start_iter == 0
     (tmp_path / "a.yaml").write_text("base: b.yaml\ntrain:\n  lr: 0.5\n")
     (tmp_path / "b.yaml").write_text("base: tiny\ntrain:\n  lr: 0.1\n  max_iter: 7\n")
     chained = load_config(tmp_path / "a.yaml")
