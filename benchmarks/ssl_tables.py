@@ -18,6 +18,7 @@ checkpoint; supervised runs are shared with ``benchmarks/learning_curve.py`` (``
     python benchmarks/ssl_tables.py --rows oracle            # 25% + the pool with its hidden labels, 2 + 2 a batch
     python benchmarks/ssl_tables.py --rows true-pseudo       # dual alignment, the hidden labels as pseudo-labels
     python benchmarks/ssl_tables.py --rows background        # the same and dual alignment, with background rows
+    python benchmarks/ssl_tables.py --rows continued         # 1,000 more iterations from the 100% supervised runs
     python benchmarks/ssl_tables.py --rows tune              # lambda on the validation slides (25%, seed 0)
     python benchmarks/ssl_tables.py --rows step-time         # one training step of each method, one process
     python benchmarks/ssl_tables.py --rows gradients         # each term's gradient size on the detector
@@ -69,6 +70,12 @@ VARIANTS = {  # rows that are the dual_alignment preset with settings: (settings
     TRUE_PSEUDO_BG: ((GIVEN, BACKGROUND), True),
     DA_BG: ((BACKGROUND,), False),
 }
+# the burn-in protocol of most semi-supervised detectors: start from the finished supervised run of the same
+# fraction and seed, then train 1,000 more iterations, supervised alone or with the pool (chosen before any
+# run, not tuned: the middle step of curve-cpu's learning rate, one step down at 800, dual alignment's lambda)
+CONTINUED = {"curve-cpu-continued": SUPERVISED, "dual_alignment-continued": "dual_alignment"}
+CONTINUE = ("train.max_iter=1000", "train.lr=0.002", "train.warmup_iters=0", "train.lr_steps=[800]",
+            "train.ssl.start_iter=0", "train.ssl.ramp_iters=200")  # fmt: skip
 TABLE2 = ["curve-cpu", "csd", "mean_teacher", "soft_teacher", "soft_teacher-burn-in", "dual_alignment-no-prototype",
           "dual_alignment-no-proposal", "dual_alignment-no-bank", "dual_alignment",
           "soft_teacher_alignment"]  # fmt: skip
@@ -112,6 +119,8 @@ def runs_of(rows: list[str]) -> list[tuple[str, float, int, tuple[str, ...]]]:
             runs += [(TRUE_PSEUDO, 0.25, 0, (f"train.ssl.weight={w}",)) for w in (0.1, 1)]
         elif row == "background":  # the metric terms with background rows (25%): true, then own pseudo-labels
             runs += [(p, 0.25, s, ()) for p in (TRUE_PSEUDO_BG, DA_BG) for s in SEEDS]
+        elif row == "continued":  # from the 100% supervised runs: 1,000 more iterations without and with the pool
+            runs += [(p, 1.0, s, ()) for s in SEEDS for p in CONTINUED]
         elif row == "noise":  # the labeled subset of seed 0, three initialisation / data-order seeds
             runs += [(SUPERVISED, 0.25, s, ("train.subset_seed=0",) if s else ()) for s in SEEDS]
     return list(dict.fromkeys(runs))
@@ -143,14 +152,23 @@ def ensure_pool(pool: Path, checkpoint: Path) -> None:
     write_text_atomic(pool / "mine_seconds.txt", f"{time.perf_counter() - started:.0f}\n")
 
 
-def train_runs(runs: list, out: Path, supervised_out: Path, pool: Path, jobs: int, test: Path) -> dict:
+def run_args(runs: list, out: Path, supervised_out: Path, pool: Path, test: Path) -> list[tuple]:
+    """:func:`learning_curve.run_one`'s arguments (preset, overrides, fraction, seed, test, folder) per run."""
     args = []
     for preset, fraction, seed, extra in runs:
-        overrides = list(extra) + ([] if preset in (SUPERVISED, ORACLE) else [f"train.unlabeled={pool}"])
+        labeled_only = preset in (SUPERVISED, ORACLE) or CONTINUED.get(preset) == SUPERVISED
+        overrides = list(extra) + ([] if labeled_only else [f"train.unlabeled={pool}"])
         folder = folder_of(out, supervised_out, preset, fraction, seed, extra)
         if preset == ORACLE:  # the subset is in the file: train on all of it
             overrides += [f"train.train_json={oracle_json(out, pool, fraction, seed)}", "train.batch_size=4"]
             args.append((SUPERVISED, overrides, 1.0, seed, test, folder))
+            continue
+        if preset in CONTINUED:
+            start = folder_of(out, supervised_out, SUPERVISED, fraction, seed, ()) / "checkpoints" / "last.pt"
+            if not start.is_file():
+                raise SystemExit(f"{start}: missing; train the supervised run first (--rows table1 --only curve-cpu)")
+            overrides += [*CONTINUE, f"train.init_checkpoint={start}"]
+            args.append((CONTINUED[preset], overrides, fraction, seed, test, folder))
             continue
         if preset in VARIANTS:
             settings, truth = VARIANTS[preset]
@@ -158,6 +176,11 @@ def train_runs(runs: list, out: Path, supervised_out: Path, pool: Path, jobs: in
             args.append(("dual_alignment", overrides, fraction, seed, test, folder))
             continue
         args.append((preset, overrides, fraction, seed, test, folder))
+    return args
+
+
+def train_runs(runs: list, out: Path, supervised_out: Path, pool: Path, jobs: int, test: Path) -> dict:
+    args = run_args(runs, out, supervised_out, pool, test)
     if jobs == 1:
         results = [run_one(*a, True) for a in args]
     else:  # one run per core with one thread each, as the learning curve
@@ -323,6 +346,7 @@ def main() -> None:
             "oracle",
             "true-pseudo",
             "background",
+            "continued",
             "step-time",
             "gradients",
         ],
@@ -349,7 +373,8 @@ def main() -> None:
     if not rows and not args.report and not args.rescore:
         parser.error("name --rows (or --quick, --report)")
     training = [r for r in rows if r not in ("step-time", "gradients")]
-    every = runs_of(["table1", "table2", "noise", "tune", "oracle", "true-pseudo", "background", "quick-soft"])
+    every = runs_of(["table1", "table2", "noise", "tune", "oracle", "true-pseudo", "background", "quick-soft",
+                     "continued"])  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     if training and not args.report:
         ensure_pool(args.pool, args.mining_checkpoint)
@@ -363,7 +388,8 @@ def main() -> None:
     for (preset, _f, _s, folder), result in results.items():  # pseudo-label quality of each SSL run, cached
         checkpoint = folder / "checkpoints" / "last.pt"
         done = "classes" in result.get("pseudo_quality", {})  # older caches lack the per-class counts
-        if preset not in (SUPERVISED, ORACLE) and not done and checkpoint.is_file():
+        supervised = preset in (SUPERVISED, ORACLE) or CONTINUED.get(preset) == SUPERVISED
+        if not supervised and not done and checkpoint.is_file():
             result["pseudo_quality"] = pseudo_label_quality(checkpoint, args.pool)["0.5"]
             write_json_atomic(scored_files(folder, args.test_json)[0], result, indent=1)
     md: list[str] = []
@@ -399,6 +425,12 @@ def main() -> None:
         if lines:
             md += ["\n**Table 2, 100% labeled**\n", *lines]
             out_json["tables"]["table2"] = table_rows
+        continued = "curve-cpu-continued"
+        lines, table_rows = table(results, [SUPERVISED, *CONTINUED], 1.0, classes, versus=continued)
+        if len(lines) > 3:
+            md += ["\n**1,000 more iterations from the 100% supervised runs** (gain: over the runs they start from; "
+                   f"paired vs {continued}: the pool's part)\n", *lines]  # fmt: skip
+            out_json["tables"]["continued"] = table_rows
         per_class = pseudo_class_table(results, classes)
         if per_class:
             md += ["\n**Pseudo-labels on the pool per class** (score >= 0.5, seeds pooled): precision / recall "

@@ -7,8 +7,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from ssl_tables import SUPERVISED, _pm, confusion_table, table
+from ssl_tables import CONTINUE, SUPERVISED, _pm, confusion_table, run_args, runs_of, table
 
 CLASSES = ["ASC-US", "LSIL"]
 
@@ -82,3 +84,21 @@ def test_confusion_table_sums_seeds_both_have() -> None:
     # on no lesion 2 x (5+10) -> 2 x (6+12)
     assert confusion_table(by, CLASSES) == ["| dual_alignment | 100% | 2 | 30 -> 30 | 30 -> 30 | 12 -> 8 | 6 -> 6 | "
                                             "30 -> 36 |"]  # fmt: skip
+
+
+def test_continued_runs_start_from_their_supervised_run_and_only_dual_alignment_reads_the_pool(tmp_path: Path) -> None:
+    runs = [r for r in runs_of(["continued"]) if r[2] == 1]
+    assert [r[0] for r in runs] == ["curve-cpu-continued", "dual_alignment-continued"]
+    start = tmp_path / "curve" / "frac1_seed1" / "checkpoints" / "last.pt"
+    with pytest.raises(SystemExit, match=str(start)):  # a missing supervised run stops the row
+        run_args(runs, tmp_path / "ssl", tmp_path / "curve", tmp_path / "pool", tmp_path / "test.json")
+    start.parent.mkdir(parents=True)
+    start.write_bytes(b"")
+    (sup, sup_set, *_, sup_folder), (da, da_set, *_, da_folder) = run_args(
+        runs, tmp_path / "ssl", tmp_path / "curve", tmp_path / "pool", tmp_path / "test.json"
+    )
+    assert (sup, da) == (SUPERVISED, "dual_alignment")
+    assert sup_set == [*CONTINUE, f"train.init_checkpoint={start}"]
+    assert da_set == [f"train.unlabeled={tmp_path / 'pool'}", *CONTINUE, f"train.init_checkpoint={start}"]
+    assert sup_folder == tmp_path / "ssl" / "curve-cpu-continued" / "frac1_seed1"
+    assert da_folder == tmp_path / "ssl" / "dual_alignment-continued" / "frac1_seed1"
