@@ -19,6 +19,7 @@ checkpoint; supervised runs are shared with ``benchmarks/learning_curve.py`` (``
     python benchmarks/ssl_tables.py --rows true-pseudo       # dual alignment, the hidden labels as pseudo-labels
     python benchmarks/ssl_tables.py --rows background        # the same and dual alignment, with background rows
     python benchmarks/ssl_tables.py --rows continued         # 1,000 more iterations from the 100% supervised runs
+    python benchmarks/ssl_tables.py --rows continued-noise   # the same from seed 0's run, other data orders
     python benchmarks/ssl_tables.py --rows tune              # lambda on the validation slides (25%, seed 0)
     python benchmarks/ssl_tables.py --rows step-time         # one training step of each method, one process
     python benchmarks/ssl_tables.py --rows gradients         # each term's gradient size on the detector
@@ -121,6 +122,8 @@ def runs_of(rows: list[str]) -> list[tuple[str, float, int, tuple[str, ...]]]:
             runs += [(p, 0.25, s, ()) for p in (TRUE_PSEUDO_BG, DA_BG) for s in SEEDS]
         elif row == "continued":  # from the 100% supervised runs: 1,000 more iterations without and with the pool
             runs += [(p, 1.0, s, ()) for s in SEEDS for p in CONTINUED]
+        elif row == "continued-noise":  # the continuation's own noise: seed 0's start, data-order seeds 1 and 2
+            runs += [("curve-cpu-continued", 1.0, s, ("train.subset_seed=0",)) for s in SEEDS[1:]]
         elif row == "noise":  # the labeled subset of seed 0, three initialisation / data-order seeds
             runs += [(SUPERVISED, 0.25, s, ("train.subset_seed=0",) if s else ()) for s in SEEDS]
     return list(dict.fromkeys(runs))
@@ -164,7 +167,8 @@ def run_args(runs: list, out: Path, supervised_out: Path, pool: Path, test: Path
             args.append((SUPERVISED, overrides, 1.0, seed, test, folder))
             continue
         if preset in CONTINUED:
-            start = folder_of(out, supervised_out, SUPERVISED, fraction, seed, ()) / "checkpoints" / "last.pt"
+            start_seed = 0 if extra else seed  # a noise run starts where seed 0 does
+            start = folder_of(out, supervised_out, SUPERVISED, fraction, start_seed, ()) / "checkpoints" / "last.pt"
             if not start.is_file():
                 raise SystemExit(f"{start}: missing; train the supervised run first (--rows table1 --only curve-cpu)")
             overrides += [*CONTINUE, f"train.init_checkpoint={start}"]
@@ -347,6 +351,7 @@ def main() -> None:
             "true-pseudo",
             "background",
             "continued",
+            "continued-noise",
             "step-time",
             "gradients",
         ],
@@ -374,7 +379,7 @@ def main() -> None:
         parser.error("name --rows (or --quick, --report)")
     training = [r for r in rows if r not in ("step-time", "gradients")]
     every = runs_of(["table1", "table2", "noise", "tune", "oracle", "true-pseudo", "background", "quick-soft",
-                     "continued"])  # fmt: skip
+                     "continued", "continued-noise"])  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     if training and not args.report:
         ensure_pool(args.pool, args.mining_checkpoint)
@@ -450,6 +455,12 @@ def main() -> None:
         if len(noise) > 1:
             md += [f"\nNoise floor (25%, seed 0's labeled slides, {len(noise)} init seeds): mAP {_pm(noise)}"]
             out_json["noise_floor"] = noise
+        again = [r["overall"]["mAP"] for (p, f, s, folder), r in results.items() if p == "curve-cpu-continued"
+                 and ((s == 0 and table_run(folder)) or "subset0" in folder.name)]  # fmt: skip
+        if len(again) > 1:
+            md += [f"\nContinuation noise floor (seed 0's 100% run continued, {len(again)} data-order seeds): "
+                   f"mAP {_pm(again)}"]  # fmt: skip
+            out_json["continued_noise_floor"] = again
     tuning = [
         (p, folder)
         for (p, f, s, folder), _ in results.items()

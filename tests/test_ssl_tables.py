@@ -102,3 +102,11 @@ def test_continued_runs_start_from_their_supervised_run_and_only_dual_alignment_
     assert da_set == [f"train.unlabeled={tmp_path / 'pool'}", *CONTINUE, f"train.init_checkpoint={start}"]
     assert sup_folder == tmp_path / "ssl" / "curve-cpu-continued" / "frac1_seed1"
     assert da_folder == tmp_path / "ssl" / "dual_alignment-continued" / "frac1_seed1"
+
+    seed0 = tmp_path / "curve" / "frac1_seed0" / "checkpoints" / "last.pt"
+    seed0.parent.mkdir(parents=True)
+    seed0.write_bytes(b"")
+    noise = run_args(runs_of(["continued-noise"]), tmp_path / "ssl", tmp_path / "curve", tmp_path / "pool", tmp_path)
+    assert [(a[3], a[5].name, a[1][-1]) for a in noise] == [  # seed 0's start, other data orders, own folders
+        (s, f"frac1_seed{s}_subset0", f"train.init_checkpoint={seed0}") for s in (1, 2)
+    ]
