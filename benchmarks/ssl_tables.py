@@ -73,8 +73,10 @@ VARIANTS = {  # rows that are the dual_alignment preset with settings: (settings
 }
 # the burn-in protocol of most semi-supervised detectors: start from the finished supervised run of the same
 # fraction and seed, then train 1,000 more iterations, supervised alone or with the pool (chosen before any
-# run, not tuned: the middle step of curve-cpu's learning rate, one step down at 800, dual alignment's lambda)
-CONTINUED = {"curve-cpu-continued": SUPERVISED, "dual_alignment-continued": "dual_alignment"}
+# run, not tuned: the middle step of curve-cpu's learning rate, one step down at 800, each method's preset
+# weight reached over 200 iterations; the EMA teacher of Soft Teacher starts as the supervised detector)
+CONTINUED = {"curve-cpu-continued": SUPERVISED, "dual_alignment-continued": "dual_alignment",
+             "soft_teacher-continued": "soft_teacher"}  # fmt: skip
 CONTINUE = ("train.max_iter=1000", "train.lr=0.002", "train.warmup_iters=0", "train.lr_steps=[800]",
             "train.ssl.start_iter=0", "train.ssl.ramp_iters=200")  # fmt: skip
 TABLE2 = ["curve-cpu", "csd", "mean_teacher", "soft_teacher", "soft_teacher-burn-in", "dual_alignment-no-prototype",
