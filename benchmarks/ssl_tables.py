@@ -157,12 +157,16 @@ def ensure_pool(pool: Path, checkpoint: Path) -> None:
     write_text_atomic(pool / "mine_seconds.txt", f"{time.perf_counter() - started:.0f}\n")
 
 
+def labeled_only(preset: str) -> bool:
+    """Whether a row's runs train on labeled patches only (no pool, no pseudo-labels to score)."""
+    return preset in (SUPERVISED, ORACLE) or CONTINUED.get(preset) == SUPERVISED
+
+
 def run_args(runs: list, out: Path, supervised_out: Path, pool: Path, test: Path) -> list[tuple]:
     """:func:`learning_curve.run_one`'s arguments (preset, overrides, fraction, seed, test, folder) per run."""
     args = []
     for preset, fraction, seed, extra in runs:
-        labeled_only = preset in (SUPERVISED, ORACLE) or CONTINUED.get(preset) == SUPERVISED
-        overrides = list(extra) + ([] if labeled_only else [f"train.unlabeled={pool}"])
+        overrides = list(extra) + ([] if labeled_only(preset) else [f"train.unlabeled={pool}"])
         folder = folder_of(out, supervised_out, preset, fraction, seed, extra)
         if preset == ORACLE:  # the subset is in the file: train on all of it
             overrides += [f"train.train_json={oracle_json(out, pool, fraction, seed)}", "train.batch_size=4"]
@@ -395,8 +399,7 @@ def main() -> None:
     for (preset, _f, _s, folder), result in results.items():  # pseudo-label quality of each SSL run, cached
         checkpoint = folder / "checkpoints" / "last.pt"
         done = "classes" in result.get("pseudo_quality", {})  # older caches lack the per-class counts
-        supervised = preset in (SUPERVISED, ORACLE) or CONTINUED.get(preset) == SUPERVISED
-        if not supervised and not done and checkpoint.is_file():
+        if not labeled_only(preset) and not done and checkpoint.is_file():
             result["pseudo_quality"] = pseudo_label_quality(checkpoint, args.pool)["0.5"]
             write_json_atomic(scored_files(folder, args.test_json)[0], result, indent=1)
     md: list[str] = []
