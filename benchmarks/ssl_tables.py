@@ -75,8 +75,19 @@ VARIANTS = {  # rows that are the dual_alignment preset with settings: (settings
 # fraction and seed, then train 1,000 more iterations, supervised alone or with the pool (chosen before any
 # run, not tuned: the middle step of curve-cpu's learning rate, one step down at 800, each method's preset
 # weight reached over 200 iterations; the EMA teacher of Soft Teacher starts as the supervised detector)
-CONTINUED = {"curve-cpu-continued": SUPERVISED, "dual_alignment-continued": "dual_alignment",
-             "soft_teacher-continued": "soft_teacher"}  # fmt: skip
+SUPERVISED_CONTINUED = "curve-cpu-continued"
+DA_THRESHOLD = "train.ssl.dual_alignment.threshold"
+# row -> (preset, settings). The last two: dual alignment's pseudo-labels at 0.9 (about twice as precise as at
+# 0.5 on the pool) with a larger weight, tried on seed 0 and judged on the validation slides (--rows
+# continued-tune) before their other seeds run
+CONTINUED = {
+    SUPERVISED_CONTINUED: (SUPERVISED, ()),
+    "dual_alignment-continued": ("dual_alignment", ()),
+    "soft_teacher-continued": ("soft_teacher", ()),
+    **{f"dual_alignment-continued-t0.9-w{w}": ("dual_alignment", (f"{DA_THRESHOLD}=0.9", f"train.ssl.weight={w}"))
+       for w in (0.1, 0.3)},
+}  # fmt: skip
+CONTINUED_TUNE = ["dual_alignment-continued-t0.9-w0.1", "dual_alignment-continued-t0.9-w0.3"]
 CONTINUE = ("train.max_iter=1000", "train.lr=0.002", "train.warmup_iters=0", "train.lr_steps=[800]",
             "train.ssl.start_iter=0", "train.ssl.ramp_iters=200")  # fmt: skip
 TABLE2 = ["curve-cpu", "csd", "mean_teacher", "soft_teacher", "soft_teacher-burn-in", "dual_alignment-no-prototype",
@@ -123,9 +134,11 @@ def runs_of(rows: list[str]) -> list[tuple[str, float, int, tuple[str, ...]]]:
         elif row == "background":  # the metric terms with background rows (25%): true, then own pseudo-labels
             runs += [(p, 0.25, s, ()) for p in (TRUE_PSEUDO_BG, DA_BG) for s in SEEDS]
         elif row == "continued":  # from the 100% supervised runs: 1,000 more iterations without and with the pool
-            runs += [(p, 1.0, s, ()) for s in SEEDS for p in CONTINUED]
+            runs += [(p, 1.0, s, ()) for s in SEEDS for p in CONTINUED if p not in CONTINUED_TUNE]
+        elif row == "continued-tune":  # dual alignment's settings under this protocol, seed 0, on validation
+            runs += [(p, 1.0, 0, ()) for p in (SUPERVISED_CONTINUED, "dual_alignment-continued", *CONTINUED_TUNE)]
         elif row == "continued-noise":  # the continuation's own noise: seed 0's start, data-order seeds 1 and 2
-            runs += [("curve-cpu-continued", 1.0, s, ("train.subset_seed=0",)) for s in SEEDS[1:]]
+            runs += [(SUPERVISED_CONTINUED, 1.0, s, ("train.subset_seed=0",)) for s in SEEDS[1:]]
         elif row == "noise":  # the labeled subset of seed 0, three initialisation / data-order seeds
             runs += [(SUPERVISED, 0.25, s, ("train.subset_seed=0",) if s else ()) for s in SEEDS]
     return list(dict.fromkeys(runs))
@@ -159,7 +172,7 @@ def ensure_pool(pool: Path, checkpoint: Path) -> None:
 
 def labeled_only(preset: str) -> bool:
     """Whether a row's runs train on labeled patches only (no pool, no pseudo-labels to score)."""
-    return preset in (SUPERVISED, ORACLE) or CONTINUED.get(preset) == SUPERVISED
+    return preset in (SUPERVISED, ORACLE) or CONTINUED.get(preset, (preset,))[0] == SUPERVISED
 
 
 def run_args(runs: list, out: Path, supervised_out: Path, pool: Path, test: Path) -> list[tuple]:
@@ -177,8 +190,9 @@ def run_args(runs: list, out: Path, supervised_out: Path, pool: Path, test: Path
             start = folder_of(out, supervised_out, SUPERVISED, fraction, start_seed, ()) / "checkpoints" / "last.pt"
             if not start.is_file():
                 raise SystemExit(f"{start}: missing; train the supervised run first (--rows table1 --only curve-cpu)")
-            overrides += [*CONTINUE, f"train.init_checkpoint={start}"]
-            args.append((CONTINUED[preset], overrides, fraction, seed, test, folder))
+            method, settings = CONTINUED[preset]
+            overrides += [*CONTINUE, *settings, f"train.init_checkpoint={start}"]
+            args.append((method, overrides, fraction, seed, test, folder))
             continue
         if preset in VARIANTS:
             settings, truth = VARIANTS[preset]
@@ -223,6 +237,21 @@ def validation_map(folder: Path) -> float:
 def table_run(folder: Path) -> bool:
     """Whether a run folder belongs in the tables: not a noise-floor rerun of seed 0's subset, not tuning."""
     return "subset0" not in folder.name and folder.parent.parent.name != "tune"
+
+
+def continued_tuning(results: dict) -> list[str]:
+    """Validation mAP of seed 0's continued runs with the pool, paired against supervised continued: what
+    chooses a continued variant (empty until a variant of ``CONTINUED_TUNE`` has run)."""
+    runs = {p: folder for (p, _f, s, folder), _ in results.items()
+            if p in CONTINUED and s == 0 and table_run(folder) and not p.startswith("soft_teacher")}  # fmt: skip
+    if SUPERVISED_CONTINUED not in runs or not any(p in CONTINUED_TUNE for p in runs):
+        return []
+    base = validation_map(runs[SUPERVISED_CONTINUED])
+    lines = ["| run | settings | validation mAP | minus curve-cpu-continued |", "|---|---|---|---|"]
+    for preset, folder in runs.items():
+        val, settings = validation_map(folder), " ".join(CONTINUED[preset][1]) or "preset"
+        lines.append(f"| {preset} | {settings} | {100 * val:.1f} | {100 * (val - base):+.1f} |")
+    return lines
 
 
 def _pm(values: list[float]) -> str:
@@ -358,6 +387,7 @@ def main() -> None:
             "background",
             "continued",
             "continued-noise",
+            "continued-tune",
             "step-time",
             "gradients",
         ],
@@ -385,7 +415,7 @@ def main() -> None:
         parser.error("name --rows (or --quick, --report)")
     training = [r for r in rows if r not in ("step-time", "gradients")]
     every = runs_of(["table1", "table2", "noise", "tune", "oracle", "true-pseudo", "background", "quick-soft",
-                     "continued", "continued-noise"])  # fmt: skip
+                     "continued", "continued-noise", "continued-tune"])  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     if training and not args.report:
         ensure_pool(args.pool, args.mining_checkpoint)
@@ -435,11 +465,10 @@ def main() -> None:
         if lines:
             md += ["\n**Table 2, 100% labeled**\n", *lines]
             out_json["tables"]["table2"] = table_rows
-        continued = "curve-cpu-continued"
-        lines, table_rows = table(results, [SUPERVISED, *CONTINUED], 1.0, classes, versus=continued)
+        lines, table_rows = table(results, [SUPERVISED, *CONTINUED], 1.0, classes, versus=SUPERVISED_CONTINUED)
         if len(lines) > 3:
             md += ["\n**1,000 more iterations from the 100% supervised runs** (gain: over the runs they start from; "
-                   f"paired vs {continued}: the pool's part)\n", *lines]  # fmt: skip
+                   f"paired vs {SUPERVISED_CONTINUED}: the pool's part)\n", *lines]  # fmt: skip
             out_json["tables"]["continued"] = table_rows
         per_class = pseudo_class_table(results, classes)
         if per_class:
@@ -460,7 +489,7 @@ def main() -> None:
         if len(noise) > 1:
             md += [f"\nNoise floor (25%, seed 0's labeled slides, {len(noise)} init seeds): mAP {_pm(noise)}"]
             out_json["noise_floor"] = noise
-        again = [r["overall"]["mAP"] for (p, f, s, folder), r in results.items() if p == "curve-cpu-continued"
+        again = [r["overall"]["mAP"] for (p, f, s, folder), r in results.items() if p == SUPERVISED_CONTINUED
                  and ((s == 0 and table_run(folder)) or "subset0" in folder.name)]  # fmt: skip
         if len(again) > 1:
             md += [f"\nContinuation noise floor (seed 0's 100% run continued, {len(again)} data-order seeds): "
@@ -480,6 +509,9 @@ def main() -> None:
             settings = folder.parent.name.removeprefix(preset).lstrip("-") if tuned else "preset"
             md.append(f"| {folder.parent.name}/{folder.name} | {settings} | {100 * val:.1f} |")
             out_json.setdefault("tuning", {})[str(folder)] = val
+    lines = continued_tuning(results)
+    if lines:
+        md += ["\n**The continuation's settings on the 5 validation slides (seed 0)**\n", *lines]
     if "gradients" in rows:
         at = args.supervised_out / "frac0.25_seed0" / "checkpoints" / "last.pt"
         md += [f"\n**Gradient of each term on the detector ({at.parent.parent.name}'s weights, lambda 1)**\n",

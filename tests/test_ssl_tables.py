@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from ssl_tables import CONTINUE, SUPERVISED, _pm, confusion_table, run_args, runs_of, table
+from ssl_tables import CONTINUE, CONTINUED_TUNE, SUPERVISED, _pm, confusion_table, run_args, runs_of, table
 
 CLASSES = ["ASC-US", "LSIL"]
 
@@ -111,3 +111,21 @@ def test_continued_runs_start_from_their_supervised_run_and_only_dual_alignment_
     assert [(a[3], a[5].name, a[1][-1]) for a in noise] == [  # seed 0's start, other data orders, own folders
         (s, f"frac1_seed{s}_subset0", f"train.init_checkpoint={seed0}") for s in (1, 2)
     ]
+
+
+def test_continued_variants_put_their_settings_after_the_protocol_and_tune_on_seed_0_only(tmp_path: Path) -> None:
+    runs = runs_of(["continued-tune"])
+    assert {r[2] for r in runs} == {0}
+    assert [r[0] for r in runs] == ["curve-cpu-continued", "dual_alignment-continued", *CONTINUED_TUNE]
+    assert not set(CONTINUED_TUNE) & {r[0] for r in runs_of(["continued"])}  # their other seeds wait for validation
+    start = tmp_path / "curve" / "frac1_seed0" / "checkpoints" / "last.pt"
+    start.parent.mkdir(parents=True)
+    start.write_bytes(b"")
+    *_, (method, settings, *_, folder) = run_args(
+        runs, tmp_path / "ssl", tmp_path / "curve", tmp_path / "pool", tmp_path
+    )
+    assert method == "dual_alignment"
+    # the variant's weight comes after the protocol's, so it wins when the overrides are applied in order
+    assert settings == [f"train.unlabeled={tmp_path / 'pool'}", *CONTINUE, "train.ssl.dual_alignment.threshold=0.9",
+                        "train.ssl.weight=0.3", f"train.init_checkpoint={start}"]  # fmt: skip
+    assert folder == tmp_path / "ssl" / "dual_alignment-continued-t0.9-w0.3" / "frac1_seed0"
