@@ -123,3 +123,16 @@ def test_an_init_checkpoint_for_another_model_is_refused_and_another_mpp_warned(
         init_detector_from(build_detector(ModelConfig(backbone="tiny", fpn_channels=32)), path, TINY.mpp)
     init_detector_from(build_detector(TINY), path, 0.5)
     assert "trained at 0.25 um/px, this run works at 0.5 um/px" in caplog.text
+
+
+def test_a_missing_init_checkpoint_stops_a_run_before_its_training_set_is_read(tmp_path: Path) -> None:
+    from wsi_pipeline.engine.run import run_training
+
+    config = PipelineConfig(
+        model=TINY,
+        train=TrainConfig(
+            train_json=str(tmp_path / "absent.json"), val_json=None, init_checkpoint=str(tmp_path / "c.pt")
+        ),
+    )
+    with pytest.raises(ValueError, match=r"c\.pt: checkpoint not found"):  # not the missing training set's error
+        run_training(config, tmp_path / "run", progress=False)

@@ -257,9 +257,9 @@ def _train(config: PipelineConfig, out: Path, resume: bool, progress: bool, dist
             remove_stale_temporaries(folder)
         save_config(config, out)
     device = select_device(cfg.device, dist_info.local_rank)
+    model = build_model(config, device, dist_info, resuming=state is not None)  # a bad init_checkpoint fails first
     train_set = build_train_set(config)
     pool = build_unlabeled_set(config) if method_class(cfg.method).uses_unlabeled else None
-    model = build_model(config, device, dist_info, resuming=state is not None)
     optimizer = build_optimizer(config, model)
     hooks, evaluator = build_hooks(config, out, device, dist_info, progress and dist_info.is_main)
     trainer = Trainer(
