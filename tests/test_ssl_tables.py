@@ -98,7 +98,8 @@ def test_confusion_table_sums_seeds_both_have() -> None:
 
 def test_continued_runs_start_from_their_supervised_run_and_only_dual_alignment_reads_the_pool(tmp_path: Path) -> None:
     runs = [r for r in runs_of(["continued"]) if r[2] == 1]
-    assert [r[0] for r in runs] == ["curve-cpu-continued", "dual_alignment-continued", "soft_teacher-continued"]
+    assert [r[0] for r in runs] == ["curve-cpu-continued", "dual_alignment-continued", "soft_teacher-continued",
+                                    CONTINUED_CHOSEN]  # fmt: skip
     runs = runs[:2]
     start = tmp_path / "curve" / "frac1_seed1" / "checkpoints" / "last.pt"
     with pytest.raises(SystemExit, match=str(start)):  # a missing supervised run stops the row
