@@ -78,17 +78,19 @@ VARIANTS = {  # rows that are the dual_alignment preset with settings: (settings
 # weight reached over 200 iterations; the EMA teacher of Soft Teacher starts as the supervised detector)
 SUPERVISED_CONTINUED = "curve-cpu-continued"
 DA_THRESHOLD = "train.ssl.dual_alignment.threshold"
-# row -> (preset, settings). The last two: dual alignment's pseudo-labels at 0.9 (about twice as precise as at
+# row -> (preset, settings). CONTINUED_TUNE: dual alignment's pseudo-labels at 0.9 (about twice as precise as at
 # 0.5 on the pool) with a larger weight, tried on seed 0 and judged on the validation slides (--rows
 # continued-tune) before their other seeds run
+CONTINUED_TUNE = {
+    f"dual_alignment-continued-t0.9-w{w}": ("dual_alignment", (f"{DA_THRESHOLD}=0.9", f"train.ssl.weight={w}"))
+    for w in (0.1, 0.3)
+}
 CONTINUED = {
     SUPERVISED_CONTINUED: (SUPERVISED, ()),
     "dual_alignment-continued": ("dual_alignment", ()),
     "soft_teacher-continued": ("soft_teacher", ()),
-    **{f"dual_alignment-continued-t0.9-w{w}": ("dual_alignment", (f"{DA_THRESHOLD}=0.9", f"train.ssl.weight={w}"))
-       for w in (0.1, 0.3)},
-}  # fmt: skip
-CONTINUED_TUNE = ["dual_alignment-continued-t0.9-w0.1", "dual_alignment-continued-t0.9-w0.3"]
+    **CONTINUED_TUNE,
+}
 # the better of the two on validation (seed 0, minus supervised continued: -0.0 at weight 0.1, -2.6 at 0.3, the
 # preset -2.5), so its other seeds are in the continued rows
 CONTINUED_CHOSEN = "dual_alignment-continued-t0.9-w0.1"
@@ -248,8 +250,8 @@ def table_run(folder: Path) -> bool:
 def continued_tuning(results: dict) -> list[str]:
     """Validation mAP of seed 0's continued runs with the pool, paired against supervised continued: what
     chooses a continued variant (empty until a variant of ``CONTINUED_TUNE`` has run)."""
-    runs = {p: folder for (p, _f, s, folder), _ in results.items()
-            if p in CONTINUED and s == 0 and table_run(folder) and not p.startswith("soft_teacher")}  # fmt: skip
+    rows = {preset for preset, *_ in runs_of(["continued-tune"])}
+    runs = {p: folder for (p, _f, s, folder), _ in results.items() if p in rows and s == 0 and table_run(folder)}
     if SUPERVISED_CONTINUED not in runs or not any(p in CONTINUED_TUNE for p in runs):
         return []
     base = validation_map(runs[SUPERVISED_CONTINUED])
