@@ -21,6 +21,7 @@ checkpoint; supervised runs are shared with ``benchmarks/learning_curve.py`` (``
     python benchmarks/ssl_tables.py --rows continued         # 1,000 more iterations from the 100% supervised runs
     python benchmarks/ssl_tables.py --rows continued-noise   # the same from seed 0's run, other data orders
     python benchmarks/ssl_tables.py --rows continued-tune    # dual alignment's settings there, seed 0, on validation
+    python benchmarks/ssl_tables.py --rows continued-25      # the chosen setting continued from the 25% runs
     python benchmarks/ssl_tables.py --rows tune              # lambda on the validation slides (25%, seed 0)
     python benchmarks/ssl_tables.py --rows step-time         # one training step of each method, one process
     python benchmarks/ssl_tables.py --rows gradients         # each term's gradient size on the detector
@@ -45,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wsi_pipeline.config import read_yaml_mapping
 from wsi_pipeline.io import write_json_atomic, write_text_atomic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -143,6 +145,8 @@ def runs_of(rows: list[str]) -> list[tuple[str, float, int, tuple[str, ...]]]:
             runs += [
                 (p, 1.0, s, ()) for s in SEEDS for p in CONTINUED if p not in CONTINUED_TUNE or p == CONTINUED_CHOSEN
             ]
+        elif row == "continued-25":  # the same from the 25% runs, where the target lies: the variant chosen at 100%
+            runs += [(p, 0.25, s, ()) for s in SEEDS for p in (SUPERVISED_CONTINUED, CONTINUED_CHOSEN)]
         elif row == "continued-tune":  # dual alignment's settings under this protocol, seed 0, on validation
             runs += [(p, 1.0, 0, ()) for p in (SUPERVISED_CONTINUED, "dual_alignment-continued", *CONTINUED_TUNE)]
         elif row == "continued-noise":  # the continuation's own noise: seed 0's start, data-order seeds 1 and 2
@@ -260,6 +264,16 @@ def continued_tuning(results: dict) -> list[str]:
         val, settings = validation_map(folder), " ".join(CONTINUED[preset][1]) or "preset"
         lines.append(f"| {preset} | {settings} | {100 * val:.1f} | {100 * (val - base):+.1f} |")
     return lines
+
+
+def pseudo_threshold(folder: Path) -> float:
+    """The score at which a run takes its pseudo-labels, from its saved config: dual alignment's or Soft
+    Teacher's threshold; 0.5 for the consistency methods, which take none."""
+    train = read_yaml_mapping(folder / "config.yaml")["train"]
+    method, ssl = train["method"], train["ssl"]
+    if method == "dual_alignment":
+        return float(ssl["dual_alignment"]["threshold"])
+    return float(ssl["soft_teacher"]["threshold"]) if method.startswith("soft_teacher") else 0.5
 
 
 def _pm(values: list[float]) -> str:
@@ -396,6 +410,7 @@ def main() -> None:
             "continued",
             "continued-noise",
             "continued-tune",
+            "continued-25",
             "step-time",
             "gradients",
         ],
@@ -423,7 +438,7 @@ def main() -> None:
         parser.error("name --rows (or --quick, --report)")
     training = [r for r in rows if r not in ("step-time", "gradients")]
     every = runs_of(["table1", "table2", "noise", "tune", "oracle", "true-pseudo", "background", "quick-soft",
-                     "continued", "continued-noise", "continued-tune"])  # fmt: skip
+                     "continued", "continued-noise", "continued-tune", "continued-25"])  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     if training and not args.report:
         ensure_pool(args.pool, args.mining_checkpoint)
@@ -436,9 +451,13 @@ def main() -> None:
     results = cached(every, args.out, args.supervised_out, args.test_json)
     for (preset, _f, _s, folder), result in results.items():  # pseudo-label quality of each SSL run, cached
         checkpoint = folder / "checkpoints" / "last.pt"
-        done = "classes" in result.get("pseudo_quality", {})  # older caches lack the per-class counts
-        if not labeled_only(preset) and not done and checkpoint.is_file():
-            result["pseudo_quality"] = pseudo_label_quality(checkpoint, args.pool)["0.5"]
+        if labeled_only(preset) or not checkpoint.is_file():
+            continue
+        quality, threshold = result.get("pseudo_quality", {}), pseudo_threshold(folder)
+        # older caches lack the per-class counts, or scored at 0.5 whatever the run's threshold
+        if "classes" not in quality or quality.get("threshold", 0.5) != threshold:
+            quality = pseudo_label_quality(checkpoint, args.pool, (threshold,))[f"{threshold:g}"]
+            result["pseudo_quality"] = {**quality, "threshold": threshold}
             write_json_atomic(scored_files(folder, args.test_json)[0], result, indent=1)
     md: list[str] = []
     out_json: dict = {"tables": {}}
@@ -473,15 +492,16 @@ def main() -> None:
         if lines:
             md += ["\n**Table 2, 100% labeled**\n", *lines]
             out_json["tables"]["table2"] = table_rows
-        lines, table_rows = table(results, [SUPERVISED, *CONTINUED], 1.0, classes, versus=SUPERVISED_CONTINUED)
-        if len(lines) > 3:
-            md += ["\n**1,000 more iterations from the 100% supervised runs** (gain: over the runs they start from; "
-                   f"paired vs {SUPERVISED_CONTINUED}: the pool's part)\n", *lines]  # fmt: skip
-            out_json["tables"]["continued"] = table_rows
+        for fraction in (0.25, 1.0):
+            lines, table_rows = table(results, [SUPERVISED, *CONTINUED], fraction, classes, SUPERVISED_CONTINUED)
+            if any(f"| {SUPERVISED_CONTINUED} |" in line for line in lines) and len(lines) > 3:
+                md += [f"\n**1,000 more iterations from the {fraction:.0%} supervised runs** (gain: over the runs they "
+                       f"start from; paired vs {SUPERVISED_CONTINUED}: the pool's part)\n", *lines]  # fmt: skip
+                out_json["tables"]["continued" + ("" if fraction == 1 else f"_{fraction:g}")] = table_rows
         per_class = pseudo_class_table(results, classes)
         if per_class:
-            md += ["\n**Pseudo-labels on the pool per class** (score >= 0.5, seeds pooled): precision / recall "
-                   "(pseudo-labels made)\n", f"| method | labeled | seeds | {' | '.join(classes)} |",
+            md += ["\n**Pseudo-labels on the pool per class** (at each run's pseudo-label threshold, seeds pooled): "
+                   "precision / recall (pseudo-labels made)\n", f"| method | labeled | seeds | {' | '.join(classes)} |",
                    "|---|---|---|" + "---|" * len(classes), *per_class]  # fmt: skip
         for min_score in dict.fromkeys([0.0, args.confusion_score]):
             confusion = confusion_table(confusions(results, args.test_json, min_score), classes)
@@ -498,7 +518,7 @@ def main() -> None:
             md += [f"\nNoise floor (25%, seed 0's labeled slides, {len(noise)} init seeds): mAP {_pm(noise)}"]
             out_json["noise_floor"] = noise
         again = [r["overall"]["mAP"] for (p, f, s, folder), r in results.items() if p == SUPERVISED_CONTINUED
-                 and ((s == 0 and table_run(folder)) or "subset0" in folder.name)]  # fmt: skip
+                 and f == 1 and ((s == 0 and table_run(folder)) or "subset0" in folder.name)]  # fmt: skip
         if len(again) > 1:
             md += [f"\nContinuation noise floor (seed 0's 100% run continued, {len(again)} data-order seeds): "
                    f"mAP {_pm(again)}"]  # fmt: skip

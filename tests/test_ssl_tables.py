@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from ssl_tables import (
@@ -17,6 +18,7 @@ from ssl_tables import (
     SUPERVISED,
     _pm,
     confusion_table,
+    pseudo_threshold,
     run_args,
     runs_of,
     table,
@@ -141,3 +143,31 @@ def test_continued_variants_put_their_settings_after_the_protocol_and_tune_on_se
     assert settings == [f"train.unlabeled={tmp_path / 'pool'}", *CONTINUE, "train.ssl.dual_alignment.threshold=0.9",
                         "train.ssl.weight=0.3", f"train.init_checkpoint={start}"]  # fmt: skip
     assert folder == tmp_path / "ssl" / "dual_alignment-continued-t0.9-w0.3" / "frac1_seed0"
+
+
+def test_continued_at_25_percent_starts_from_the_25_percent_runs_into_its_own_folders(tmp_path: Path) -> None:
+    runs = [r for r in runs_of(["continued-25"]) if r[2] == 2]
+    assert runs == [("curve-cpu-continued", 0.25, 2, ()), (CONTINUED_CHOSEN, 0.25, 2, ())]
+    start = tmp_path / "curve" / "frac0.25_seed2" / "checkpoints" / "last.pt"
+    with pytest.raises(SystemExit, match=str(start)):  # the 100% run of the same seed is no substitute
+        (tmp_path / "curve" / "frac1_seed2" / "checkpoints").mkdir(parents=True)
+        (tmp_path / "curve" / "frac1_seed2" / "checkpoints" / "last.pt").write_bytes(b"")
+        run_args(runs, tmp_path / "ssl", tmp_path / "curve", tmp_path / "pool", tmp_path)
+    start.parent.mkdir(parents=True)
+    start.write_bytes(b"")
+    (_, sup_set, fraction, *_, folder), (_, da_set, *_) = run_args(
+        runs, tmp_path / "ssl", tmp_path / "curve", tmp_path / "pool", tmp_path
+    )
+    assert fraction == 0.25 and folder == tmp_path / "ssl" / "curve-cpu-continued" / "frac0.25_seed2"
+    assert sup_set[-1] == da_set[-1] == f"train.init_checkpoint={start}"
+    assert "train.ssl.dual_alignment.threshold=0.9" in da_set
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [("dual_alignment", 0.9), ("soft_teacher", 0.7), ("soft_teacher_alignment", 0.7), ("csd", 0.5)],
+)
+def test_pseudo_label_quality_is_scored_at_the_runs_own_threshold(tmp_path: Path, method: str, expected: float) -> None:
+    ssl = {"dual_alignment": {"threshold": 0.9}, "soft_teacher": {"threshold": 0.7}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"train": {"method": method, "ssl": ssl}}))
+    assert pseudo_threshold(tmp_path) == expected
