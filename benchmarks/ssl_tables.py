@@ -21,7 +21,7 @@ checkpoint; supervised runs are shared with ``benchmarks/learning_curve.py`` (``
     python benchmarks/ssl_tables.py --rows continued         # 1,000 more iterations from the 100% supervised runs
     python benchmarks/ssl_tables.py --rows continued-noise   # the same from seed 0's run, other data orders
     python benchmarks/ssl_tables.py --rows continued-tune    # dual alignment's settings there, seed 0, on validation
-    python benchmarks/ssl_tables.py --rows continued-25      # the chosen setting continued from the 25% runs
+    python benchmarks/ssl_tables.py --rows continued-25      # the chosen setting and the preset, from the 25% runs
     python benchmarks/ssl_tables.py --rows tune              # lambda on the validation slides (25%, seed 0)
     python benchmarks/ssl_tables.py --rows step-time         # one training step of each method, one process
     python benchmarks/ssl_tables.py --rows gradients         # each term's gradient size on the detector
@@ -146,7 +146,8 @@ def runs_of(rows: list[str]) -> list[tuple[str, float, int, tuple[str, ...]]]:
                 (p, 1.0, s, ()) for s in SEEDS for p in CONTINUED if p not in CONTINUED_TUNE or p == CONTINUED_CHOSEN
             ]
         elif row == "continued-25":  # the same from the 25% runs, where the target lies: the variant chosen at 100%
-            runs += [(p, 0.25, s, ()) for s in SEEDS for p in (SUPERVISED_CONTINUED, CONTINUED_CHOSEN)]
+            picked = (SUPERVISED_CONTINUED, CONTINUED_CHOSEN, "dual_alignment-continued")  # and the preset
+            runs += [(p, 0.25, s, ()) for s in SEEDS for p in picked]
         elif row == "continued-tune":  # dual alignment's settings under this protocol, seed 0, on validation
             runs += [(p, 1.0, 0, ()) for p in (SUPERVISED_CONTINUED, "dual_alignment-continued", *CONTINUED_TUNE)]
         elif row == "continued-noise":  # the continuation's own noise: seed 0's start, data-order seeds 1 and 2
