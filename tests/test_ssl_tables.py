@@ -150,9 +150,9 @@ def test_continued_at_25_percent_starts_from_the_25_percent_runs_into_its_own_fo
     assert runs == [(p, 0.25, 2, ()) for p in ("curve-cpu-continued", CONTINUED_CHOSEN, "dual_alignment-continued")]
     runs = runs[:2]
     start = tmp_path / "curve" / "frac0.25_seed2" / "checkpoints" / "last.pt"
+    (tmp_path / "curve" / "frac1_seed2" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "curve" / "frac1_seed2" / "checkpoints" / "last.pt").write_bytes(b"")
     with pytest.raises(SystemExit, match=str(start)):  # the 100% run of the same seed is no substitute
-        (tmp_path / "curve" / "frac1_seed2" / "checkpoints").mkdir(parents=True)
-        (tmp_path / "curve" / "frac1_seed2" / "checkpoints" / "last.pt").write_bytes(b"")
         run_args(runs, tmp_path / "ssl", tmp_path / "curve", tmp_path / "pool", tmp_path)
     start.parent.mkdir(parents=True)
     start.write_bytes(b"")
