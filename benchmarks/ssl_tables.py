@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsi_pipeline.config import read_yaml_mapping
+from wsi_pipeline.config import load_config
 from wsi_pipeline.io import write_json_atomic, write_text_atomic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -270,11 +270,10 @@ def continued_tuning(results: dict) -> list[str]:
 def pseudo_threshold(folder: Path) -> float:
     """The score at which a run takes its pseudo-labels, from its saved config: dual alignment's or Soft
     Teacher's threshold; 0.5 for the consistency methods, which take none."""
-    train = read_yaml_mapping(folder / "config.yaml")["train"]
-    method, ssl = train["method"], train["ssl"]
-    if method == "dual_alignment":
-        return float(ssl["dual_alignment"]["threshold"])
-    return float(ssl["soft_teacher"]["threshold"]) if method.startswith("soft_teacher") else 0.5
+    train = load_config(folder / "config.yaml").train
+    if train.method == "dual_alignment":
+        return train.ssl.dual_alignment.threshold
+    return train.ssl.soft_teacher.threshold if train.method.startswith("soft_teacher") else 0.5
 
 
 def _pm(values: list[float]) -> str:
@@ -493,9 +492,9 @@ def main() -> None:
         if lines:
             md += ["\n**Table 2, 100% labeled**\n", *lines]
             out_json["tables"]["table2"] = table_rows
-        for fraction in (0.25, 1.0):
+        for fraction in FRACTIONS:
             lines, table_rows = table(results, [SUPERVISED, *CONTINUED], fraction, classes, SUPERVISED_CONTINUED)
-            if any(f"| {SUPERVISED_CONTINUED} |" in line for line in lines):  # the reference row has run
+            if any(row["preset"] == SUPERVISED_CONTINUED for row in table_rows):  # the reference row has run
                 md += [f"\n**1,000 more iterations from the {fraction:.0%} supervised runs** (gain: over the runs they "
                        f"start from; paired vs {SUPERVISED_CONTINUED}: the pool's part)\n", *lines]  # fmt: skip
                 out_json["tables"]["continued" + ("" if fraction == 1 else f"_{fraction:g}")] = table_rows
