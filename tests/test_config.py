@@ -89,14 +89,15 @@ def test_presets_load_and_resolved_config_round_trips(tmp_path):
     assert config_to_dict(cfg)["synth"]["split"] == list(cfg.synth.split)
 
 
-def test_every_preset_loads_and_v3_is_v2_resplit_and_v4_is_v3_with_more_test_slides():
+def test_every_preset_loads_and_v3_is_v2_resplit_and_v4_v5_add_test_and_validation_slides():
     presets = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
     assert len(presets) >= 6
     for preset in presets:
         load_config(preset)  # no stale or misspelt keys
-    v2, v3, v4 = (load_config(f"synthpap-v{k}").synth for k in (2, 3, 4))
+    v2, v3, v4, v5 = (load_config(f"synthpap-v{k}").synth for k in (2, 3, 4, 5))
     assert v3.split != v2.split and dataclasses.replace(v3, dataset=v2.dataset, split=v2.split) == v2  # same slides
     assert dataclasses.replace(v4, dataset=v3.dataset, extra_test_slides=0) == v3 and v4.extra_test_slides == 75
+    assert dataclasses.replace(v5, dataset=v4.dataset, extra_val_slides=0) == v4 and v5.extra_val_slides == 45
 
 
 def test_constructors_validate_without_yaml():

@@ -4,9 +4,11 @@ confusion summary."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -16,12 +18,16 @@ from ssl_tables import (
     CONTINUED_CHOSEN,
     CONTINUED_TUNE,
     SUPERVISED,
+    SUPERVISED_CONTINUED,
     _pm,
     confusion_table,
     pseudo_threshold,
     run_args,
     runs_of,
     table,
+    validation_agreement,
+    validation_file,
+    validation_slides,
 )
 
 CLASSES = ["ASC-US", "LSIL"]
@@ -172,3 +178,42 @@ def test_pseudo_label_quality_is_scored_at_the_runs_own_threshold(tmp_path: Path
     ssl = {"dual_alignment": {"threshold": 0.9}, "soft_teacher": {"threshold": 0.7}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"train": {"method": method, "ssl": ssl}}))
     assert pseudo_threshold(tmp_path) == expected
+
+
+def test_validation_agreement_pairs_each_continued_run_with_supervised_continued_of_its_fraction_and_seed(
+    tmp_path: Path,
+) -> None:
+    val = tmp_path / "synthpap-v5" / "patches" / "val.json"
+    val.parent.mkdir(parents=True)
+    val.write_text(json.dumps({"images": [{"id": i, "slide_id": f"L{i % 3}"} for i in range(7)]}))
+    assert validation_slides(val) == 3
+    # (preset, fraction, seed): (test mAP, validation mAP)
+    runs = {
+        (SUPERVISED_CONTINUED, 1.0, 0): (0.50, 0.60),
+        (SUPERVISED_CONTINUED, 0.25, 0): (0.40, 0.55),
+        (CONTINUED_CHOSEN, 1.0, 0): (0.52, 0.61),  # +2 on test, +1 on validation: same sign
+        (CONTINUED_CHOSEN, 0.25, 0): (0.39, 0.57),  # -1 on test, +2 on validation: not
+        ("dual_alignment-continued", 1.0, 0): (0.47, 0.57),  # -3 / -3
+        ("dual_alignment-continued", 1.0, 1): (0.60, 0.70),  # no supervised continued seed 1: left out
+        ("soft_teacher-continued", 1.0, 0): (0.20, 0.30),  # not dual alignment: not what tuning ranks
+    }
+    results = {}
+    for (preset, fraction, seed), (test_map, val_map) in runs.items():
+        folder = tmp_path / "ssl" / preset / f"frac{fraction:g}_seed{seed}"
+        folder.mkdir(parents=True)
+        validation_file(folder, val).write_text(json.dumps({"overall": {"mAP": val_map}}))
+        results[(preset, fraction, seed, folder)] = {"overall": {"mAP": test_map}}
+    assert validation_file(folder, val).name == "result_val-synthpap-v5.json"
+    lines, found = validation_agreement(results, val)
+    pairs = [(r["preset"], r["fraction"], round(100 * r["validation"], 6), round(100 * r["test"], 6))
+             for r in found["pairs"]]  # fmt: skip
+    assert pairs == [
+        (CONTINUED_CHOSEN, 0.25, 2.0, -1.0),  # by fraction, then preset, then seed
+        ("dual_alignment-continued", 1.0, -3.0, -3.0),
+        (CONTINUED_CHOSEN, 1.0, 1.0, 2.0),
+    ]
+    assert found["same_sign"] == 2
+    assert found["correlation"] == pytest.approx(np.corrcoef([2, -3, 1], [-1, -3, 2])[0, 1])
+    assert "| dual_alignment-continued-t0.9-w0.1 | 25% | 0 | +2.0 | -1.0 | no |" in lines
+    assert lines[-1].startswith("\nSame sign in 2 of 3 pairs")
+    assert validation_agreement({}, val) == ([], {})

@@ -106,6 +106,18 @@ def test_extra_test_slides_extend_the_test_split_and_keep_every_other_slide():
     assert _params_hash(base, plans[0]) == _params_hash(dataclasses.replace(base, extra_test_slides=4), more[0])
 
 
+def test_extra_val_slides_come_after_the_extra_test_slides_and_keep_every_other_slide():
+    base = SynthConfig(seed=5, labeled_slides=10, unlabeled_slides=3, split=(0.6, 0.2, 0.2), extra_test_slides=4)
+    plans = plan_slides(base)
+    more = plan_slides(dataclasses.replace(base, extra_val_slides=3))
+    assert more[:14] == plans[:14] and more[17:] == plans[14:]  # every slide of the smaller dataset, unchanged
+    assert [(p.slide_id, p.role, p.stream, p.index) for p in more[14:17]] == [
+        (f"L{i + 1:04d}", "val", 1, i) for i in range(14, 17)
+    ]
+    assert sum(p.role == "val" for p in more) == sum(p.role == "val" for p in plans) + 3 == 5
+    assert _params_hash(base, plans[0]) == _params_hash(dataclasses.replace(base, extra_val_slides=3), more[0])
+
+
 def test_ground_truth_boxes_inside_slide_and_around_nuclei(tiny_dataset: Path, tiny_config):
     cfg = tiny_config.synth
     for plan in plan_slides(cfg):

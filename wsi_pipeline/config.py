@@ -104,6 +104,7 @@ class SynthConfig:
     unlabeled_slides: Count = 0  # slides of other "patients" for the unlabeled pool
     split: Split = (0.7, 0.1, 0.2)  # train/val/test fractions of labeled slides
     extra_test_slides: Count = 0  # labeled slides after those, all test: a larger test split, same train/val
+    extra_val_slides: Count = 0  # labeled slides after the extra test ones, all validation: same train/test
     width: PositiveInt = 20000  # level-0 pixels
     height: PositiveInt = 20000
     mpp: Mpp = 0.25  # microns per level-0 pixel

@@ -62,8 +62,10 @@ class SlidePlan:
 
 def plan_slides(cfg: SynthConfig) -> list[SlidePlan]:
     """Slide ids and roles. Labeled slides are split train/val/test by slide (shuffled with the seed); the
-    ``extra_test_slides`` after them are all test, so a larger test split keeps the same train/val slides."""
-    roles = assign_splits(cfg.labeled_slides, cfg.split, cfg.seed) + ["test"] * cfg.extra_test_slides
+    ``extra_test_slides`` after them are all test and the ``extra_val_slides`` after those all validation, so
+    a larger test or validation split keeps every other slide."""
+    roles = assign_splits(cfg.labeled_slides, cfg.split, cfg.seed)
+    roles += ["test"] * cfg.extra_test_slides + ["val"] * cfg.extra_val_slides
     plans = [SlidePlan(f"L{i + 1:04d}", role, _ROLE_STREAM["labeled"], i) for i, role in enumerate(roles)]
     plans += [
         SlidePlan(f"U{i + 1:04d}", "unlabeled", _ROLE_STREAM["unlabeled"], i) for i in range(cfg.unlabeled_slides)
@@ -94,7 +96,8 @@ def scene_annotations(scene: Scene) -> list[Annotation]:
 def _params_hash(cfg: SynthConfig, plan: SlidePlan) -> str:
     params = config_to_dict(cfg)
     params.pop("export")
-    params.pop("extra_test_slides")  # which slides exist, not how one looks (its plan says that): v3's hashes hold
+    for key in ("extra_test_slides", "extra_val_slides"):  # which slides exist, not how one looks (its plan
+        params.pop(key)  # says that): v3's and v4's hashes hold
     payload = json.dumps({"cfg": params, "plan": asdict(plan), "generator": GENERATOR_VERSION}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
