@@ -239,12 +239,82 @@ def cached(runs: list, out: Path, supervised_out: Path, test: Path) -> dict:
     return found
 
 
-def validation_map(folder: Path) -> float:
-    """mAP of a run on v3's 5 validation slides (cached in ``result_val.json``): what tuning looks at."""
-    cache = folder / "result_val.json"
-    if not cache.is_file():
-        write_json_atomic(cache, score(folder, V3 / "patches" / "val.json").summary(), indent=1)
-    return json.loads(cache.read_text())["overall"]["mAP"]
+VAL3 = V3 / "patches" / "val.json"  # the validation split the tables were tuned on: v3's (and v4's) 5 slides
+
+
+def validation_file(folder: Path, val: Path) -> Path:
+    """Where a run's scores on the validation split ``val`` are cached: ``result_val.json`` for v3's (and
+    v4's, the same patches), ``result_val-<dataset>.json`` for another dataset's."""
+    return folder / f"result_val{split_tag(val)}.json"
+
+
+def _score_validation(folder: Path, val: Path) -> None:
+    write_json_atomic(validation_file(folder, val), score(folder, val).summary(), indent=1)
+
+
+def score_validation(folders: list[Path], val: Path, jobs: int) -> None:
+    """Score on ``val`` the finished runs in ``folders`` that lack its cached scores, ``jobs`` at a time."""
+    todo = [f for f in folders if not validation_file(f, val).is_file() and (f / "checkpoints" / "last.pt").is_file()]
+    if jobs == 1 or len(todo) < 2:
+        for folder in todo:
+            _score_validation(folder, val)
+        return
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=worker_init, initargs=(threads,)) as workers:
+        for done in [workers.submit(_score_validation, folder, val) for folder in todo]:
+            done.result()
+
+
+def validation_map(folder: Path, val: Path = VAL3) -> float:
+    """mAP of a run on the validation split ``val`` (scored once, then cached): what tuning looks at."""
+    if not validation_file(folder, val).is_file():
+        _score_validation(folder, val)
+    return json.loads(validation_file(folder, val).read_text())["overall"]["mAP"]
+
+
+def validation_slides(val: Path) -> int:
+    """How many slides the validation split ``val`` (COCO with ``slide_id`` per image) draws its patches from."""
+    return len({img.get("slide_id") for img in json.loads(val.read_text())["images"]})
+
+
+def paired_with_continued(results: dict) -> list[tuple[str, float, int, Path, Path]]:
+    """``(preset, fraction, seed, folder, supervised-continued folder)`` of every continued dual-alignment
+    table run (what tuning chooses among; Soft Teacher continued runs away) whose supervised-continued run
+    of the same fraction and seed has its scores."""
+    reference = {(f, s): folder for (p, f, s, folder), _ in results.items() if p == SUPERVISED_CONTINUED
+                 and table_run(folder)}  # fmt: skip
+    return [
+        (p, f, s, folder, reference[(f, s)])
+        for (p, f, s, folder), _ in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2]))
+        if CONTINUED.get(p, ("",))[0] == "dual_alignment" and table_run(folder) and (f, s) in reference
+    ]
+
+
+def validation_agreement(results: dict, val: Path) -> tuple[list[str], dict]:
+    """Whether the validation split ``val`` ranks what the test split ranks: for each continued run with the
+    pool, its mAP minus supervised continued's (same fraction and seed) on validation and on test, then how
+    often the two differences agree in sign and their Pearson correlation. Scores must be cached
+    (:func:`score_validation`). Returns markdown lines and the same as JSON."""
+    rows, val_gain, test_gain = [], [], []
+    for preset, fraction, seed, folder, base in paired_with_continued(results):
+        v = validation_map(folder, val) - validation_map(base, val)
+        t = results[(preset, fraction, seed, folder)]["overall"]["mAP"]
+        t -= results[(SUPERVISED_CONTINUED, fraction, seed, base)]["overall"]["mAP"]
+        rows.append({"preset": preset, "fraction": fraction, "seed": seed, "validation": v, "test": t})
+        val_gain.append(v)
+        test_gain.append(t)
+    if not rows:
+        return [], {}
+    lines = ["| run | labeled | seed | validation gain | test gain | same sign |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        same = "yes" if r["validation"] * r["test"] > 0 else "no"
+        lines.append(f"| {r['preset']} | {r['fraction']:.0%} | {r['seed']} | {100 * r['validation']:+.1f} | "
+                     f"{100 * r['test']:+.1f} | {same} |")  # fmt: skip
+    agree = sum(v * t > 0 for v, t in zip(val_gain, test_gain, strict=True))
+    corr = float(np.corrcoef(val_gain, test_gain)[0, 1]) if len(rows) > 2 and np.std(val_gain) > 0 else float("nan")
+    lines.append(f"\nSame sign in {agree} of {len(rows)} pairs; Pearson correlation of the two gains {corr:.2f}.")
+    return lines, {"pairs": rows, "same_sign": agree, "correlation": corr}
 
 
 def table_run(folder: Path) -> bool:
@@ -252,18 +322,18 @@ def table_run(folder: Path) -> bool:
     return "subset0" not in folder.name and folder.parent.parent.name != "tune"
 
 
-def continued_tuning(results: dict) -> list[str]:
+def continued_tuning(results: dict, val: Path = VAL3) -> list[str]:
     """Validation mAP of seed 0's continued runs with the pool, paired against supervised continued: what
     chooses a continued variant (empty until a variant of ``CONTINUED_TUNE`` has run)."""
     rows = {preset for preset, *_ in runs_of(["continued-tune"])}
     runs = {p: folder for (p, _f, s, folder), _ in results.items() if p in rows and s == 0 and table_run(folder)}
     if SUPERVISED_CONTINUED not in runs or not any(p in CONTINUED_TUNE for p in runs):
         return []
-    base = validation_map(runs[SUPERVISED_CONTINUED])
+    base = validation_map(runs[SUPERVISED_CONTINUED], val)
     lines = ["| run | settings | validation mAP | minus curve-cpu-continued |", "|---|---|---|---|"]
     for preset, folder in runs.items():
-        val, settings = validation_map(folder), " ".join(CONTINUED[preset][1]) or "preset"
-        lines.append(f"| {preset} | {settings} | {100 * val:.1f} | {100 * (val - base):+.1f} |")
+        mean_ap, settings = validation_map(folder, val), " ".join(CONTINUED[preset][1]) or "preset"
+        lines.append(f"| {preset} | {settings} | {100 * mean_ap:.1f} | {100 * (mean_ap - base):+.1f} |")
     return lines
 
 
@@ -426,6 +496,10 @@ def main() -> None:
     parser.add_argument("--mining-checkpoint", type=Path, default=MINER)
     parser.add_argument("--test-json", type=Path, default=V3 / "patches" / "test.json",
                         help="the test split scored (synthpap-v4's: the same training, 100 test slides)")  # fmt: skip
+    parser.add_argument("--val-json", type=Path,
+                        help="the validation split tuning reads (default v3's 5 slides; synthpap-v5's: the same "
+                             "training and test, 50 validation slides); given, the report also checks it "
+                             "against the test split on every continued run")  # fmt: skip
     parser.add_argument("--confusion-score", type=float, default=0.0,
                         help="also the confusion table of the detections scoring at least this (from the saved "
                              "test detections; 0: only the any-score table, from the cached scores)")  # fmt: skip
@@ -523,23 +597,32 @@ def main() -> None:
             md += [f"\nContinuation noise floor (seed 0's 100% run continued, {len(again)} data-order seeds): "
                    f"mAP {_pm(again)}"]  # fmt: skip
             out_json["continued_noise_floor"] = again
+    val = args.val_json or VAL3
+    n_val = validation_slides(val)
     tuning = [
         (p, folder)
         for (p, f, s, folder), _ in results.items()
         if f == 0.25 and s == 0 and "subset0" not in folder.name and p != ORACLE
     ]
     if any(folder.parent.parent.name == "tune" for _, folder in tuning):
-        md += ["\n**Tuning on the 5 validation slides (25% of the labels, seed 0)**\n",
+        md += [f"\n**Tuning on the {n_val} validation slides (25% of the labels, seed 0)**\n",
                "| run | settings | validation mAP |", "|---|---|---|"]  # fmt: skip
         for preset, folder in sorted(tuning, key=lambda t: str(t[1])):
-            val = validation_map(folder)
+            mean_ap = validation_map(folder, val)
             tuned = folder.parent.parent.name == "tune"
             settings = folder.parent.name.removeprefix(preset).lstrip("-") if tuned else "preset"
-            md.append(f"| {folder.parent.name}/{folder.name} | {settings} | {100 * val:.1f} |")
-            out_json.setdefault("tuning", {})[str(folder)] = val
-    lines = continued_tuning(results)
+            md.append(f"| {folder.parent.name}/{folder.name} | {settings} | {100 * mean_ap:.1f} |")
+            out_json.setdefault("tuning", {})[str(folder)] = mean_ap
+    if args.val_json:
+        score_validation([pair[k] for pair in paired_with_continued(results) for k in (3, 4)], val, args.jobs)
+        lines, agreement = validation_agreement(results, val)
+        if lines:
+            md += [f"\n**Validation ({n_val} slides) against test: each continued run minus supervised continued**\n",
+                   *lines]  # fmt: skip
+            out_json["validation_agreement"] = agreement
+    lines = continued_tuning(results, val)
     if lines:
-        md += ["\n**The continuation's settings on the 5 validation slides (seed 0)**\n", *lines]
+        md += [f"\n**The continuation's settings on the {n_val} validation slides (seed 0)**\n", *lines]
     if "gradients" in rows:
         at = args.supervised_out / "frac0.25_seed0" / "checkpoints" / "last.pt"
         md += [f"\n**Gradient of each term on the detector ({at.parent.parent.name}'s weights, lambda 1)**\n",
