@@ -22,6 +22,8 @@ checkpoint; supervised runs are shared with ``benchmarks/learning_curve.py`` (``
     python benchmarks/ssl_tables.py --rows continued-noise   # the same from seed 0's run, other data orders
     python benchmarks/ssl_tables.py --rows continued-tune    # dual alignment's settings there, seed 0, on validation
     python benchmarks/ssl_tables.py --rows continued-25      # the chosen setting and the preset, from the 25% runs
+    python benchmarks/ssl_tables.py --rows continued-25-tune --val-json data/synthpap-v5/patches/val.json
+                                                             # larger weights there, seed 0, on v5's 50 val slides
     python benchmarks/ssl_tables.py --rows tune              # lambda on the validation slides (25%, seed 0)
     python benchmarks/ssl_tables.py --rows step-time         # one training step of each method, one process
     python benchmarks/ssl_tables.py --rows gradients         # each term's gradient size on the detector
@@ -82,10 +84,11 @@ SUPERVISED_CONTINUED = "curve-cpu-continued"
 DA_THRESHOLD = "train.ssl.dual_alignment.threshold"
 # row -> (preset, settings). CONTINUED_TUNE: dual alignment's pseudo-labels at 0.9 (about twice as precise as at
 # 0.5 on the pool) with a larger weight, tried on seed 0 and judged on the validation slides (--rows
-# continued-tune) before their other seeds run
+# continued-tune at 100%: 0.1 and 0.3; continued-25-tune at 25%, on synthpap-v5's 50 slides: 0.3 and 1) before
+# their other seeds run
 CONTINUED_TUNE = {
     f"dual_alignment-continued-t0.9-w{w}": ("dual_alignment", (f"{DA_THRESHOLD}=0.9", f"train.ssl.weight={w}"))
-    for w in (0.1, 0.3)
+    for w in (0.1, 0.3, 1)
 }
 CONTINUED = {
     SUPERVISED_CONTINUED: (SUPERVISED, ()),
@@ -149,7 +152,10 @@ def runs_of(rows: list[str]) -> list[tuple[str, float, int, tuple[str, ...]]]:
             picked = (SUPERVISED_CONTINUED, CONTINUED_CHOSEN, "dual_alignment-continued")  # and the preset
             runs += [(p, 0.25, s, ()) for s in SEEDS for p in picked]
         elif row == "continued-tune":  # dual alignment's settings under this protocol, seed 0, on validation
-            runs += [(p, 1.0, 0, ()) for p in (SUPERVISED_CONTINUED, "dual_alignment-continued", *CONTINUED_TUNE)]
+            tried = [p for p in CONTINUED_TUNE if not p.endswith("-w1")]
+            runs += [(p, 1.0, 0, ()) for p in (SUPERVISED_CONTINUED, "dual_alignment-continued", *tried)]
+        elif row == "continued-25-tune":  # the same from seed 0's 25% run, beside the chosen variant and preset
+            runs += [(p, 0.25, 0, ()) for p in CONTINUED_TUNE if not p.endswith("-w0.1")]
         elif row == "continued-noise":  # the continuation's own noise: seed 0's start, data-order seeds 1 and 2
             runs += [(SUPERVISED_CONTINUED, 1.0, s, ("train.subset_seed=0",)) for s in SEEDS[1:]]
         elif row == "noise":  # the labeled subset of seed 0, three initialisation / data-order seeds
@@ -322,11 +328,12 @@ def table_run(folder: Path) -> bool:
     return "subset0" not in folder.name and folder.parent.parent.name != "tune"
 
 
-def continued_tuning(results: dict, val: Path = VAL3) -> list[str]:
-    """Validation mAP of seed 0's continued runs with the pool, paired against supervised continued: what
-    chooses a continued variant (empty until a variant of ``CONTINUED_TUNE`` has run)."""
-    rows = {preset for preset, *_ in runs_of(["continued-tune"])}
-    runs = {p: folder for (p, _f, s, folder), _ in results.items() if p in rows and s == 0 and table_run(folder)}
+def continued_tuning(results: dict, val: Path = VAL3, fraction: float = 1.0) -> list[str]:
+    """Validation mAP of seed 0's continued runs at ``fraction`` with the pool, paired against supervised
+    continued: what chooses a continued variant (empty until a variant of ``CONTINUED_TUNE`` has run there)."""
+    rows = {preset for preset, *_ in runs_of(["continued-tune", "continued-25-tune", "continued-25"])}
+    runs = {p: folder for (p, f, s, folder), _ in sorted(results.items(), key=lambda kv: kv[0][0])
+            if p in rows and f == fraction and s == 0 and table_run(folder)}  # fmt: skip
     if SUPERVISED_CONTINUED not in runs or not any(p in CONTINUED_TUNE for p in runs):
         return []
     base = validation_map(runs[SUPERVISED_CONTINUED], val)
@@ -481,6 +488,7 @@ def main() -> None:
             "continued-noise",
             "continued-tune",
             "continued-25",
+            "continued-25-tune",
             "step-time",
             "gradients",
         ],
@@ -512,7 +520,8 @@ def main() -> None:
         parser.error("name --rows (or --quick, --report)")
     training = [r for r in rows if r not in ("step-time", "gradients")]
     every = runs_of(["table1", "table2", "noise", "tune", "oracle", "true-pseudo", "background", "quick-soft",
-                     "continued", "continued-noise", "continued-tune", "continued-25"])  # fmt: skip
+                     "continued", "continued-noise", "continued-tune", "continued-25",
+                     "continued-25-tune"])  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     if training and not args.report:
         ensure_pool(args.pool, args.mining_checkpoint)
@@ -620,9 +629,11 @@ def main() -> None:
             md += [f"\n**Validation ({n_val} slides) against test: each continued run minus supervised continued**\n",
                    *lines]  # fmt: skip
             out_json["validation_agreement"] = agreement
-    lines = continued_tuning(results, val)
-    if lines:
-        md += [f"\n**The continuation's settings on the {n_val} validation slides (seed 0)**\n", *lines]
+    for fraction in (1.0, 0.25):
+        lines = continued_tuning(results, val, fraction)
+        if lines:
+            md += [f"\n**The continuation's settings on the {n_val} validation slides ({fraction:.0%}, seed 0)**\n",
+                   *lines]  # fmt: skip
     if "gradients" in rows:
         at = args.supervised_out / "frac0.25_seed0" / "checkpoints" / "last.pt"
         md += [f"\n**Gradient of each term on the detector ({at.parent.parent.name}'s weights, lambda 1)**\n",

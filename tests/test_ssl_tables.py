@@ -21,6 +21,7 @@ from ssl_tables import (
     SUPERVISED_CONTINUED,
     _pm,
     confusion_table,
+    continued_tuning,
     pseudo_threshold,
     run_args,
     runs_of,
@@ -135,7 +136,13 @@ def test_continued_runs_start_from_their_supervised_run_and_only_dual_alignment_
 def test_continued_variants_put_their_settings_after_the_protocol_and_tune_on_seed_0_only(tmp_path: Path) -> None:
     runs = runs_of(["continued-tune"])
     assert {r[2] for r in runs} == {0}
-    assert [r[0] for r in runs] == ["curve-cpu-continued", "dual_alignment-continued", *CONTINUED_TUNE]
+    tried = ["dual_alignment-continued-t0.9-w0.1", "dual_alignment-continued-t0.9-w0.3"]
+    assert [r[0] for r in runs] == ["curve-cpu-continued", "dual_alignment-continued", *tried]
+    # at 25%: the larger weights, seed 0 (supervised continued, the chosen variant and the preset are continued-25's)
+    assert runs_of(["continued-25-tune"]) == [
+        ("dual_alignment-continued-t0.9-w0.3", 0.25, 0, ()),
+        ("dual_alignment-continued-t0.9-w1", 0.25, 0, ()),
+    ]
     # the other seeds of the one chosen on validation only
     assert set(CONTINUED_TUNE) & {r[0] for r in runs_of(["continued"])} == {CONTINUED_CHOSEN}
     start = tmp_path / "curve" / "frac1_seed0" / "checkpoints" / "last.pt"
@@ -217,3 +224,23 @@ def test_validation_agreement_pairs_each_continued_run_with_supervised_continued
     assert "| dual_alignment-continued-t0.9-w0.1 | 25% | 0 | +2.0 | -1.0 | no |" in lines
     assert lines[-1].startswith("\nSame sign in 2 of 3 pairs")
     assert validation_agreement({}, val) == ([], {})
+
+
+def test_continued_tuning_reads_one_fraction_at_a_time(tmp_path: Path) -> None:
+    val = tmp_path / "synthpap-v5" / "patches" / "val.json"
+    results = {}
+    for preset, fraction, val_map in [(SUPERVISED_CONTINUED, 1.0, 0.6), (SUPERVISED_CONTINUED, 0.25, 0.5),
+                                      ("dual_alignment-continued-t0.9-w0.3", 1.0, 0.58),
+                                      ("dual_alignment-continued-t0.9-w1", 0.25, 0.53)]:  # fmt: skip
+        folder = tmp_path / preset / f"frac{fraction:g}_seed0"
+        folder.mkdir(parents=True)
+        validation_file(folder, val).write_text(json.dumps({"overall": {"mAP": val_map}}))
+        results[(preset, fraction, 0, folder)] = {"overall": {"mAP": 0.0}}
+    at_100, at_25 = continued_tuning(results, val, 1.0), continued_tuning(results, val, 0.25)
+    assert at_100[2:] == [
+        f"| {SUPERVISED_CONTINUED} | preset | 60.0 | +0.0 |",
+        "| dual_alignment-continued-t0.9-w0.3 | train.ssl.dual_alignment.threshold=0.9 train.ssl.weight=0.3 | 58.0 "
+        "| -2.0 |",
+    ]
+    assert at_25[-1].endswith("| 53.0 | +3.0 |") and len(at_25) == 4
+    assert continued_tuning({k: v for k, v in results.items() if k[0] == SUPERVISED_CONTINUED}, val, 1.0) == []
