@@ -90,11 +90,15 @@ CONTINUED_TUNE = {
     f"dual_alignment-continued-t0.9-w{w}": ("dual_alignment", (f"{DA_THRESHOLD}=0.9", f"train.ssl.weight={w}"))
     for w in (0.1, 0.3, 1)
 }
+# the alignment terms on the labeled images alone: no score reaches a threshold of 1, so no pseudo-label
+# (the run's diagnostics count them), and what is left is the metric space as a supervised regulariser
+NO_PSEUDO = "dual_alignment-continued-no-pseudo-w0.1"
 CONTINUED = {
     SUPERVISED_CONTINUED: (SUPERVISED, ()),
     "dual_alignment-continued": ("dual_alignment", ()),
     "soft_teacher-continued": ("soft_teacher", ()),
     **CONTINUED_TUNE,
+    NO_PSEUDO: ("dual_alignment", (f"{DA_THRESHOLD}=1", "train.ssl.weight=0.1")),
 }
 # the better of the two on validation (seed 0, minus supervised continued: -0.0 at weight 0.1, -2.6 at 0.3, the
 # preset -2.5), so its other seeds are in the continued rows
@@ -146,7 +150,10 @@ def runs_of(rows: list[str]) -> list[tuple[str, float, int, tuple[str, ...]]]:
             runs += [(p, 0.25, s, ()) for p in (TRUE_PSEUDO_BG, DA_BG) for s in SEEDS]
         elif row == "continued":  # from the 100% supervised runs: 1,000 more iterations without and with the pool
             runs += [
-                (p, 1.0, s, ()) for s in SEEDS for p in CONTINUED if p not in CONTINUED_TUNE or p == CONTINUED_CHOSEN
+                (p, 1.0, s, ())
+                for s in SEEDS
+                for p in CONTINUED
+                if p not in [*CONTINUED_TUNE, NO_PSEUDO] or p == CONTINUED_CHOSEN
             ]
         elif row == "continued-25":  # the same from the 25% runs, where the target lies: the variant chosen at 100%
             picked = (SUPERVISED_CONTINUED, CONTINUED_CHOSEN, "dual_alignment-continued")  # and the preset
@@ -155,7 +162,7 @@ def runs_of(rows: list[str]) -> list[tuple[str, float, int, tuple[str, ...]]]:
             tried = [p for p in CONTINUED_TUNE if not p.endswith("-w1")]
             runs += [(p, 1.0, 0, ()) for p in (SUPERVISED_CONTINUED, "dual_alignment-continued", *tried)]
         elif row == "continued-25-tune":  # the same from seed 0's 25% run, beside the chosen variant and preset
-            runs += [(p, 0.25, 0, ()) for p in CONTINUED_TUNE if not p.endswith("-w0.1")]
+            runs += [(p, 0.25, 0, ()) for p in [*CONTINUED_TUNE, NO_PSEUDO] if not p.endswith("t0.9-w0.1")]
         elif row == "continued-noise":  # the continuation's own noise: seed 0's start, data-order seeds 1 and 2
             runs += [(SUPERVISED_CONTINUED, 1.0, s, ("train.subset_seed=0",)) for s in SEEDS[1:]]
         elif row == "noise":  # the labeled subset of seed 0, three initialisation / data-order seeds

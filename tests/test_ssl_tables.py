@@ -142,6 +142,7 @@ def test_continued_variants_put_their_settings_after_the_protocol_and_tune_on_se
     assert runs_of(["continued-25-tune"]) == [
         ("dual_alignment-continued-t0.9-w0.3", 0.25, 0, ()),
         ("dual_alignment-continued-t0.9-w1", 0.25, 0, ()),
+        ("dual_alignment-continued-no-pseudo-w0.1", 0.25, 0, ()),
     ]
     # the other seeds of the one chosen on validation only
     assert set(CONTINUED_TUNE) & {r[0] for r in runs_of(["continued"])} == {CONTINUED_CHOSEN}
