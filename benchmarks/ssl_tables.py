@@ -266,8 +266,10 @@ def _score_validation(folder: Path, val: Path) -> None:
 
 
 def score_validation(folders: list[Path], val: Path, jobs: int) -> None:
-    """Score on ``val`` the finished runs in ``folders`` that lack its cached scores, ``jobs`` at a time."""
-    todo = [f for f in folders if not validation_file(f, val).is_file() and (f / "checkpoints" / "last.pt").is_file()]
+    """Score on ``val`` the finished runs in ``folders`` that lack its cached scores, each once (a reference
+    run is named by every pair it is in), ``jobs`` at a time."""
+    todo = [f for f in dict.fromkeys(folders)
+            if not validation_file(f, val).is_file() and (f / "checkpoints" / "last.pt").is_file()]  # fmt: skip
     if jobs == 1 or len(todo) < 2:
         for folder in todo:
             _score_validation(folder, val)

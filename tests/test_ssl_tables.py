@@ -25,6 +25,7 @@ from ssl_tables import (
     pseudo_threshold,
     run_args,
     runs_of,
+    score_validation,
     table,
     validation_agreement,
     validation_file,
@@ -245,3 +246,18 @@ def test_continued_tuning_reads_one_fraction_at_a_time(tmp_path: Path) -> None:
     ]
     assert at_25[-1].endswith("| 53.0 | +3.0 |") and len(at_25) == 4
     assert continued_tuning({k: v for k, v in results.items() if k[0] == SUPERVISED_CONTINUED}, val, 1.0) == []
+
+
+def test_score_validation_scores_each_unscored_run_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ssl_tables
+
+    val = tmp_path / "synthpap-v5" / "patches" / "val.json"
+    done, fresh, unfinished = (tmp_path / name for name in ("done", "fresh", "unfinished"))
+    for folder in (done, fresh):
+        (folder / "checkpoints").mkdir(parents=True)
+        (folder / "checkpoints" / "last.pt").write_bytes(b"")
+    validation_file(done, val).write_text("{}")
+    scored: list[Path] = []
+    monkeypatch.setattr(ssl_tables, "_score_validation", lambda folder, v: scored.append(folder))
+    score_validation([fresh, done, fresh, unfinished, fresh], val, jobs=1)
+    assert scored == [fresh]
