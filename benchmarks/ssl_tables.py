@@ -24,6 +24,7 @@ checkpoint; supervised runs are shared with ``benchmarks/learning_curve.py`` (``
     python benchmarks/ssl_tables.py --rows continued-25      # the chosen setting and the preset, from the 25% runs
     python benchmarks/ssl_tables.py --rows continued-25-tune --val-json data/synthpap-v5/patches/val.json
                                                              # larger weights there, seed 0, on v5's 50 val slides
+    python benchmarks/ssl_tables.py --rows continued-no-pseudo  # the alignment terms without pseudo-labels, 100%
     python benchmarks/ssl_tables.py --rows tune              # lambda on the validation slides (25%, seed 0)
     python benchmarks/ssl_tables.py --rows step-time         # one training step of each method, one process
     python benchmarks/ssl_tables.py --rows gradients         # each term's gradient size on the detector
@@ -163,6 +164,8 @@ def runs_of(rows: list[str]) -> list[tuple[str, float, int, tuple[str, ...]]]:
             runs += [(p, 1.0, 0, ()) for p in (SUPERVISED_CONTINUED, "dual_alignment-continued", *tried)]
         elif row == "continued-25-tune":  # the same from seed 0's 25% run, beside the chosen variant and preset
             runs += [(p, 0.25, 0, ()) for p in [*CONTINUED_TUNE, NO_PSEUDO] if not p.endswith("t0.9-w0.1")]
+        elif row == "continued-no-pseudo":  # at 100%: is the chosen variant's gain the pool's or the metric space's?
+            runs += [(NO_PSEUDO, 1.0, s, ()) for s in SEEDS]
         elif row == "continued-noise":  # the continuation's own noise: seed 0's start, data-order seeds 1 and 2
             runs += [(SUPERVISED_CONTINUED, 1.0, s, ("train.subset_seed=0",)) for s in SEEDS[1:]]
         elif row == "noise":  # the labeled subset of seed 0, three initialisation / data-order seeds
@@ -498,6 +501,7 @@ def main() -> None:
             "continued-tune",
             "continued-25",
             "continued-25-tune",
+            "continued-no-pseudo",
             "step-time",
             "gradients",
         ],
@@ -530,7 +534,7 @@ def main() -> None:
     training = [r for r in rows if r not in ("step-time", "gradients")]
     every = runs_of(["table1", "table2", "noise", "tune", "oracle", "true-pseudo", "background", "quick-soft",
                      "continued", "continued-noise", "continued-tune", "continued-25",
-                     "continued-25-tune"])  # fmt: skip
+                     "continued-25-tune", "continued-no-pseudo"])  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     if training and not args.report:
         ensure_pool(args.pool, args.mining_checkpoint)

@@ -145,6 +145,9 @@ def test_continued_variants_put_their_settings_after_the_protocol_and_tune_on_se
         ("dual_alignment-continued-t0.9-w1", 0.25, 0, ()),
         ("dual_alignment-continued-no-pseudo-w0.1", 0.25, 0, ()),
     ]
+    assert runs_of(["continued-no-pseudo"]) == [
+        ("dual_alignment-continued-no-pseudo-w0.1", 1.0, s, ()) for s in (0, 1, 2)
+    ]
     # the other seeds of the one chosen on validation only
     assert set(CONTINUED_TUNE) & {r[0] for r in runs_of(["continued"])} == {CONTINUED_CHOSEN}
     start = tmp_path / "curve" / "frac1_seed0" / "checkpoints" / "last.pt"
