@@ -17,12 +17,16 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from wsi_pipeline.io import write_json_atomic
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,6 +42,17 @@ def worker_init(threads: int) -> None:
         import ctypes
 
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
+def in_workers(fn: Callable[..., T], calls: list[tuple], jobs: int) -> list[T]:
+    """``fn(*call)`` for each call, in order: here when ``jobs`` is 1, else in ``jobs`` spawned processes
+    that share the cores (one thread each on 2 cores and 2 jobs, as the learning curve's runs)."""
+    if jobs == 1:
+        return [fn(*call) for call in calls]
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=worker_init, initargs=(threads,)) as workers:
+        return [f.result() for f in [workers.submit(fn, *call) for call in calls]]
 
 
 def scored_checkpoint(folder: Path) -> Path:
@@ -183,17 +198,9 @@ def main() -> None:
         sys.exit(f"{args.test_json}: missing; generate synthpap-v3 first (see the docstring)")
     runs = [(f, s) for f in args.fractions for s in args.seeds]
     common = (args.config, args.overrides)
-    if args.jobs == 1:
-        results = [run_one(*common, f, s, args.test_json, args.out / f"frac{f:g}_seed{s}", True) for f, s in runs]
-    else:  # one run per core with one thread each: ~1.35x the throughput of one run on two threads
-        threads = max(1, (os.cpu_count() or 1) // args.jobs)
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=worker_init, initargs=(threads,)) as pool:
-            futures = [
-                pool.submit(run_one, *common, f, s, args.test_json, args.out / f"frac{f:g}_seed{s}", False)
-                for f, s in runs
-            ]
-            results = [future.result() for future in futures]
+    # one run per core with one thread each: ~1.35x the throughput of one run on two threads
+    calls = [(*common, f, s, args.test_json, args.out / f"frac{f:g}_seed{s}", args.jobs == 1) for f, s in runs]
+    results = in_workers(run_one, calls, args.jobs)
     classes = list(results[0]["classes"])
     print(f"| labeled slides | seeds | mAP (AP10-70) | {' | '.join(classes)} | AP10 | AP50 | minutes |")
     print("|---|---|---|" + "---|" * len(classes) + "---|---|---|")

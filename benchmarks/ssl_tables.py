@@ -39,12 +39,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import multiprocessing
-import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +50,7 @@ from wsi_pipeline.config import load_config
 from wsi_pipeline.io import write_json_atomic, write_text_atomic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learning_curve import run_one, score, scored_files, split_tag, worker_init
+from learning_curve import in_workers, run_one, score, scored_files, split_tag
 from ssl_pool import ORACLE, V3, oracle_json, pseudo_label_quality, truth_pool_json
 from ssl_probes import step_times, term_gradients
 
@@ -91,6 +88,8 @@ CONTINUED_TUNE = {
     f"dual_alignment-continued-t0.9-w{w}": ("dual_alignment", (f"{DA_THRESHOLD}=0.9", f"train.ssl.weight={w}"))
     for w in (0.1, 0.3, 1)
 }
+TUNED_AT_100 = ["dual_alignment-continued-t0.9-w0.1", "dual_alignment-continued-t0.9-w0.3"]
+TUNED_AT_25 = ["dual_alignment-continued-t0.9-w0.3", "dual_alignment-continued-t0.9-w1"]
 # the alignment terms on the labeled images alone: no score reaches a threshold of 1, so no pseudo-label
 # (the run's diagnostics count them), and what is left is the metric space as a supervised regulariser
 NO_PSEUDO = "dual_alignment-continued-no-pseudo-w0.1"
@@ -150,20 +149,15 @@ def runs_of(rows: list[str]) -> list[tuple[str, float, int, tuple[str, ...]]]:
         elif row == "background":  # the metric terms with background rows (25%): true, then own pseudo-labels
             runs += [(p, 0.25, s, ()) for p in (TRUE_PSEUDO_BG, DA_BG) for s in SEEDS]
         elif row == "continued":  # from the 100% supervised runs: 1,000 more iterations without and with the pool
-            runs += [
-                (p, 1.0, s, ())
-                for s in SEEDS
-                for p in CONTINUED
-                if p not in [*CONTINUED_TUNE, NO_PSEUDO] or p == CONTINUED_CHOSEN
-            ]
+            picked = (SUPERVISED_CONTINUED, "dual_alignment-continued", "soft_teacher-continued", CONTINUED_CHOSEN)
+            runs += [(p, 1.0, s, ()) for s in SEEDS for p in picked]
         elif row == "continued-25":  # the same from the 25% runs, where the target lies: the variant chosen at 100%
             picked = (SUPERVISED_CONTINUED, CONTINUED_CHOSEN, "dual_alignment-continued")  # and the preset
             runs += [(p, 0.25, s, ()) for s in SEEDS for p in picked]
         elif row == "continued-tune":  # dual alignment's settings under this protocol, seed 0, on validation
-            tried = [p for p in CONTINUED_TUNE if not p.endswith("-w1")]
-            runs += [(p, 1.0, 0, ()) for p in (SUPERVISED_CONTINUED, "dual_alignment-continued", *tried)]
+            runs += [(p, 1.0, 0, ()) for p in (SUPERVISED_CONTINUED, "dual_alignment-continued", *TUNED_AT_100)]
         elif row == "continued-25-tune":  # the same from seed 0's 25% run, beside the chosen variant and preset
-            runs += [(p, 0.25, 0, ()) for p in [*CONTINUED_TUNE, NO_PSEUDO] if not p.endswith("t0.9-w0.1")]
+            runs += [(p, 0.25, 0, ()) for p in (*TUNED_AT_25, NO_PSEUDO)]
         elif row == "continued-no-pseudo":  # at 100%: is the chosen variant's gain the pool's or the metric space's?
             runs += [(NO_PSEUDO, 1.0, s, ()) for s in SEEDS]
         elif row == "continued-noise":  # the continuation's own noise: seed 0's start, data-order seeds 1 and 2
@@ -234,13 +228,7 @@ def run_args(runs: list, out: Path, supervised_out: Path, pool: Path, test: Path
 
 def train_runs(runs: list, out: Path, supervised_out: Path, pool: Path, jobs: int, test: Path) -> dict:
     args = run_args(runs, out, supervised_out, pool, test)
-    if jobs == 1:
-        results = [run_one(*a, True) for a in args]
-    else:  # one run per core with one thread each, as the learning curve
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=worker_init, initargs=(threads,)) as workers:
-            results = [f.result() for f in [workers.submit(run_one, *a, False) for a in args]]
+    results = in_workers(run_one, [(*a, jobs == 1) for a in args], jobs)  # progress bars only in this process
     return {(run[0], run[1], run[2], a[5]): res for run, a, res in zip(runs, args, results, strict=True)}
 
 
@@ -273,15 +261,7 @@ def score_validation(folders: list[Path], val: Path, jobs: int) -> None:
     run is named by every pair it is in), ``jobs`` at a time."""
     todo = [f for f in dict.fromkeys(folders)
             if not validation_file(f, val).is_file() and (f / "checkpoints" / "last.pt").is_file()]  # fmt: skip
-    if jobs == 1 or len(todo) < 2:
-        for folder in todo:
-            _score_validation(folder, val)
-        return
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=worker_init, initargs=(threads,)) as workers:
-        for done in [workers.submit(_score_validation, folder, val) for folder in todo]:
-            done.result()
+    in_workers(_score_validation, [(folder, val) for folder in todo], jobs)
 
 
 def validation_map(folder: Path, val: Path = VAL3) -> float:

@@ -264,3 +264,12 @@ def test_score_validation_scores_each_unscored_run_once(tmp_path: Path, monkeypa
     monkeypatch.setattr(ssl_tables, "_score_validation", lambda folder, v: scored.append(folder))
     score_validation([fresh, done, fresh, unfinished, fresh], val, jobs=1)
     assert scored == [fresh]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_in_workers_returns_each_call_in_order_here_or_in_spawned_workers(jobs: int) -> None:
+    import operator
+
+    from learning_curve import in_workers
+
+    assert in_workers(operator.add, [(1, 2), (10, 20), (100, 200)], jobs) == [3, 30, 300]
